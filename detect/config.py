@@ -1,0 +1,412 @@
+"""Experiment configuration: frozen dataclasses loaded from YAML.
+
+A config file may name a base with ``_base_: other.yaml`` (a path relative to the file); the file's
+keys override the base's, recursively. Command-line overrides are dotted keys whose values are
+parsed as YAML: ``train.epochs=3 data.train.annotations=[a.json,b.json]``.
+
+Every key is checked against the dataclasses below: an unknown key or a value of the wrong type is a
+`ConfigError` naming the key and the file (or "command line") it came from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+HeadName = Literal["cls", "box", "keypoints"]
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or override; its message is one line."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    images: str = ""
+    annotations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: SplitConfig = field(default_factory=SplitConfig)
+    val: SplitConfig = field(default_factory=SplitConfig)
+    image_size: int = 640  # longest side after resizing; images are letterboxed to a square
+    size_divisor: int = 128  # padded batch sides are multiples of this (the largest stride)
+    hflip: float = 0.5  # probability of a horizontal flip (train)
+    scale_jitter: tuple[float, float] = (0.75, 1.25)  # random rescale range (train)
+    color_jitter: float = 0.2  # brightness/contrast/saturation strength, 0 = off (train)
+    flip_pairs: tuple[tuple[int, int], ...] | None = None  # default: from left_*/right_* names
+    keep_empty: bool = True  # keep images without annotations as negatives
+    workers: int = 2
+    max_pixels: int = 100_000_000  # refuse bigger images, checked from the header
+    on_bad_image: Literal["skip", "error"] = "skip"  # a corrupt image met during training
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: Literal["resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "efficientnet_lite0"] = (
+        "resnet50"
+    )
+    weights: str | None = None  # local state_dict file
+    freeze_bn: bool = True
+    frozen_stages: int = 1
+
+
+@dataclass(frozen=True)
+class NeckConfig:
+    channels: int = 256
+    extra_levels: int = 2  # P6, P7
+    extra_from: Literal["c5", "p5"] = "p5"
+    depthwise: bool = False
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    sizes: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)  # one per level
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    kind: Literal["iou", "atss"] = "iou"
+    fg_iou: float = 0.5
+    bg_iou: float = 0.4
+    allow_low_quality: bool = True
+    topk: int = 9
+    ignore_ioa: float = 0.5
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    tower_depth: int = 4
+    tower_width: int = 256
+    norm: Literal["none", "gn", "bn"] = "none"
+    share_tower: bool = False  # one tower feeds every head
+    depthwise: bool = False  # depthwise-separable tower convolutions
+    prior_prob: float = 0.01
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    box_loss: Literal["giou", "smooth_l1", "giou+l1"] = "giou"
+    box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    num_keypoints: int = 0  # 0 = no keypoint head
+    keypoint_sigmas: tuple[float, ...] | None = None  # COCO's when num_keypoints == 17
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_classes: int = 0  # 0 = from the training annotations
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_thresh: float = 0.05
+    topk_per_level: int = 1000
+    nms_iou: float = 0.5
+    max_detections: int = 100
+    class_agnostic: bool = False
+    soft_nms_sigma: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    heads: tuple[HeadName, ...] = ("cls", "box", "keypoints")  # trained and evaluated
+    epochs: int = 12
+    max_steps: int = 0  # > 0: stop after this many optimiser steps (overrides epochs)
+    batch_size: int = 8
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.05  # cosine schedule ends at lr * min_lr_ratio
+    grad_clip: float = 10.0  # max gradient norm, 0 = off
+    accumulate: int = 1
+    amp: Literal["off", "bf16", "fp16"] = "off"  # CUDA only
+    ema: bool = True
+    ema_decay: float = 0.999
+    seed: int = 0
+    deterministic: bool = False
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per head, default 1
+    log_every: int = 20
+    eval_every: int = 1  # epochs between evaluations, 0 = only at the end
+    best_metric: str = "bbox.AP"
+    eval_backend: Literal["faster", "pycocotools"] = "faster"
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+COCO_PERSON_SIGMAS_LEN = 17
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML file (following ``_base_``), apply dotted overrides, check and build `Config`."""
+    raw: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if path is not None:
+        for file, layer in _read_layers(Path(path)):
+            _check_keys(layer, Config, str(file))
+            _merge(raw, layer, origin, str(file))
+    for item in overrides:
+        layer = _parse_override(item)
+        _check_keys(layer, Config, "command line")
+        _merge(raw, layer, origin, "command line")
+    cfg = _build(Config, raw, "", origin)
+    _validate(cfg, origin)
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Build a `Config` from a plain nested dict (e.g. one stored in a checkpoint)."""
+    _check_keys(raw, Config, source)
+    cfg = _build(Config, raw, "", {})
+    _validate(cfg, {})
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict (lists for tuples) for YAML/JSON output."""
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """[(file, mapping)] from the deepest base to `path`."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: _base_ cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base = data.pop("_base_", None)
+    layers: list[tuple[Path, dict[str, Any]]] = []
+    if base is not None:
+        layers = _read_layers(path.parent / str(base), seen + (path.resolve(),))
+    return layers + [(path, data)]
+
+
+def _parse_override(item: str) -> dict[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"command line: override '{item}' is not of the form key=value")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = parsed
+    return out
+
+
+def _merge(dst: dict[str, Any], src: dict[str, Any], origin: dict[str, str], file: str,
+           prefix: str = "") -> None:
+    for k, v in src.items():
+        dotted = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(dst.get(k), dict) and not _is_free_dict(dotted):
+            _merge(dst[k], v, origin, file, dotted + ".")
+        else:
+            dst[k] = v
+            origin[dotted] = file
+
+
+def _is_free_dict(dotted: str) -> bool:
+    """Keys whose value is a free-form mapping (replaced, not merged key by key)."""
+    return dotted in {"train.loss_weights"}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_keys(layer: dict[str, Any], cls: type, file: str, prefix: str = "") -> None:
+    hints = _hints(cls)
+    for k, v in layer.items():
+        dotted = f"{prefix}{k}"
+        if k not in hints:
+            close = difflib.get_close_matches(str(k), list(hints), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"{file}: unknown key '{dotted}'{hint}")
+        sub = hints[k]
+        if dataclasses.is_dataclass(sub):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{file}: '{dotted}' must be a mapping, got {v!r}")
+            _check_keys(v, sub, file, dotted + ".")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, origin: dict[str, str]) -> Any:
+    kwargs = {}
+    for name, tp in _hints(cls).items():
+        if name not in raw:
+            continue
+        dotted = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], dotted + ".", origin)
+        else:
+            kwargs[name] = _coerce(raw[name], tp, dotted, origin)
+    return cls(**kwargs)
+
+
+def _where(dotted: str, origin: dict[str, str]) -> str:
+    while dotted and dotted not in origin:
+        dotted = dotted.rpartition(".")[0]
+    return origin.get(dotted, "config")
+
+
+def _coerce(value: Any, tp: Any, dotted: str, origin: dict[str, str]) -> Any:
+    """Check `value` against type `tp` (converting lists to tuples, ints to floats)."""
+    try:
+        return _convert(value, tp)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{_where(dotted, origin)}: '{dotted}' must be {_type_name(tp)}, got {value!r}"
+        ) from None
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    o, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if o in (typing.Union, types.UnionType):
+        for a in args:
+            try:
+                return _convert(value, a)
+            except (TypeError, ValueError):
+                pass
+        raise TypeError
+    if tp is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if o is Literal:
+        if value in args:
+            return value
+        raise ValueError
+    if o is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0]) for v in value)
+        if len(args) != len(value):
+            raise ValueError
+        return tuple(_convert(v, a) for v, a in zip(value, args))
+    if o is dict:
+        if not isinstance(value, dict):
+            raise TypeError
+        return {_convert(k, args[0]): _convert(v, args[1]) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    raise TypeError
+
+
+def _type_name(tp: Any) -> str:
+    o, args = typing.get_origin(tp), typing.get_args(tp)
+    if o is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if o in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if o is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
+    if o is dict:
+        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp))
+
+
+def _validate(cfg: Config, origin: dict[str, str]) -> None:
+    """Cross-field checks that types alone cannot express."""
+    heads = cfg.model.heads
+    k = heads.num_keypoints
+    if heads.keypoint_sigmas is not None:
+        if len(heads.keypoint_sigmas) != k:
+            raise ConfigError(
+                f"{_where('model.heads.keypoint_sigmas', origin)}: 'model.heads.keypoint_sigmas' "
+                f"has {len(heads.keypoint_sigmas)} values but model.heads.num_keypoints is {k}")
+    elif k not in (0, COCO_PERSON_SIGMAS_LEN):
+        raise ConfigError(
+            f"{_where('model.heads.num_keypoints', origin)}: model.heads.num_keypoints is {k}: "
+            f"set model.heads.keypoint_sigmas ({k} values); COCO's sigmas apply only to 17")
+    n_levels = 3 + cfg.model.neck.extra_levels
+    if len(cfg.model.anchors.sizes) != n_levels:
+        raise ConfigError(
+            f"{_where('model.anchors.sizes', origin)}: 'model.anchors.sizes' needs one size per "
+            f"FPN level ({n_levels}), got {len(cfg.model.anchors.sizes)}")
+    if cfg.model.matcher.kind == "atss" and (
+            len(cfg.model.anchors.ratios) * len(cfg.model.anchors.scales) != 1):
+        pass  # allowed: ATSS works with several anchors per location, just slower
+    for name, value in cfg.train.loss_weights.items():
+        if name not in typing.get_args(HeadName):
+            raise ConfigError(f"{_where('train.loss_weights', origin)}: 'train.loss_weights' has "
+                              f"unknown head '{name}' (heads: cls, box, keypoints)")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{_where('train.loss_weights', origin)}: weight of '{name}' must "
+                              f"be a finite number >= 0")
+    if cfg.train.accumulate < 1 or cfg.train.batch_size < 1:
+        raise ConfigError(f"{_where('train', origin)}: train.batch_size and train.accumulate "
+                          "must be >= 1")
+
+
+def keypoint_sigmas(cfg: HeadsConfig) -> tuple[float, ...]:
+    """Per-keypoint OKS sigmas: the config's, or COCO's person sigmas for K == 17."""
+    if cfg.keypoint_sigmas is not None:
+        return cfg.keypoint_sigmas
+    if cfg.num_keypoints == COCO_PERSON_SIGMAS_LEN:
+        from detect.losses import COCO_PERSON_SIGMAS
+        return tuple(float(s) for s in COCO_PERSON_SIGMAS)
+    return ()

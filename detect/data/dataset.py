@@ -1,0 +1,107 @@
+"""A COCO-format detection dataset: image folder + one or more annotation files.
+
+``dataset[i]`` is a transformed `Sample`, or a `BadImage` when the file cannot be read and the
+dataset was built with ``on_bad_image="skip"`` (the collate function drops and reports it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from detect.data.annotations import CocoAnnotations, DatasetError, ImageRecord, load_annotations
+from detect.data.image_io import ImageError, read_image, resolve_inside
+from detect.data.transforms import Sample
+
+Transform = Callable[[Sample, np.random.Generator], Sample]
+
+
+@dataclass
+class BadImage:
+    path: str
+    reason: str
+
+
+class CocoDetection(Dataset):
+    """Samples of a COCO dataset; see `detect.data.annotations` for validation."""
+
+    def __init__(self, images_dir: str | Path, annotations: CocoAnnotations, transform: Transform,
+                 max_pixels: int = 100_000_000,
+                 on_bad_image: Literal["skip", "error"] = "skip", seed: int = 0) -> None:
+        self.images_dir = Path(images_dir)
+        self.ann = annotations
+        self.transform = transform
+        self.max_pixels = max_pixels
+        self.on_bad_image = on_bad_image
+        self.seed = seed
+        self.epoch = 0
+        if not self.images_dir.is_dir():
+            raise DatasetError(f"{images_dir}: image folder not found")
+        self.paths = [self._path(r) for r in annotations.images]
+
+    @classmethod
+    def from_files(cls, images_dir: str | Path, annotation_files: list[str] | tuple[str, ...],
+                   transform: Transform, keep_empty: bool = True,
+                   flip_pairs: tuple[tuple[int, int], ...] | None = None,
+                   **kwargs) -> "CocoDetection":
+        ann = load_annotations(annotation_files, keep_empty=keep_empty, flip_pairs=flip_pairs)
+        return cls(images_dir, ann, transform, **kwargs)
+
+    def _path(self, rec: ImageRecord) -> Path:
+        try:
+            path = resolve_inside(self.images_dir, rec.file_name)
+        except ImageError as e:
+            raise DatasetError(f"image id {rec.id}: {e}") from None
+        if not path.is_file():
+            raise DatasetError(f"{path}: image file not found (image id {rec.id})")
+        return path
+
+    def __len__(self) -> int:
+        return len(self.ann.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Vary augmentation per epoch while staying reproducible for a seed."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> Sample | BadImage:
+        rec = self.ann.images[index]
+        path = self.paths[index]
+        try:
+            image = read_image(path, self.max_pixels)
+        except ImageError as e:
+            if self.on_bad_image == "skip":
+                return BadImage(str(path), str(e))
+            raise
+        h, w = image.shape[:2]
+        if (w, h) != (rec.width, rec.height):
+            msg = (f"{path}: image is {w}x{h} after EXIF orientation but the annotations say "
+                   f"{rec.width}x{rec.height} (image id {rec.id})")
+            if self.on_bad_image == "skip":
+                return BadImage(str(path), msg)
+            raise ImageError(msg)
+        sample = Sample(image=image, boxes=rec.boxes.copy(), labels=rec.labels.copy(),
+                        keypoints=None if rec.keypoints is None else rec.keypoints.copy(),
+                        ignore_boxes=rec.ignore_boxes.copy(), image_id=rec.id, orig_size=(h, w))
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return self.transform(sample, rng)
+
+
+def samples_to_tensors(sample: Sample) -> tuple[torch.Tensor, "Target"]:
+    """[3, H, W] uint8 image tensor and the `Target` of a transformed sample."""
+    from detect.structures import Target
+
+    image = torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1)))  # [3, H, W]
+    target = Target(
+        boxes=torch.from_numpy(sample.boxes.astype(np.float32)).reshape(-1, 4),
+        labels=torch.from_numpy(sample.labels.astype(np.int64)).reshape(-1),
+        keypoints=None if sample.keypoints is None else torch.from_numpy(
+            sample.keypoints.astype(np.float32)),
+        ignore_boxes=torch.from_numpy(sample.ignore_boxes.astype(np.float32)).reshape(-1, 4),
+        image_id=sample.image_id, orig_size=sample.orig_size, scale=sample.scale,
+        offset=sample.offset,
+    )
+    return image, target

@@ -1,0 +1,69 @@
+import pytest
+
+from detect.config import ConfigError, config_from_dict, config_to_dict, load_config
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_overrides_parse_yaml_values():
+    cfg = load_config(None, ["train.epochs=3", "data.train.annotations=[a.json,b.json]",
+                             "model.heads.num_keypoints=17", "train.lr=1e-3"])
+    assert cfg.train.epochs == 3
+    assert cfg.data.train.annotations == ("a.json", "b.json")
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.model.heads.num_keypoints == 17
+
+
+def test_base_file_is_overridden_by_experiment(tmp_path):
+    write(tmp_path, "base.yaml", "train:\n  epochs: 5\n  lr: 0.1\nmodel:\n  num_classes: 3\n")
+    exp = write(tmp_path, "exp.yaml", "_base_: base.yaml\ntrain:\n  epochs: 7\n")
+    cfg = load_config(exp, ["model.num_classes=4"])
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model.num_classes) == (7, 0.1, 4)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    exp = write(tmp_path, "exp.yaml", "train:\n  epoch: 5\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: unknown key 'train.epoch' \(did you mean 'train.epochs'"):
+        load_config(exp)
+    with pytest.raises(ConfigError, match="command line: unknown key 'model.backbone.nam'"):
+        load_config(None, ["model.backbone.nam=resnet18"])
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    base = write(tmp_path, "base.yaml", "train:\n  epochs: many\n")
+    exp = write(tmp_path, "exp.yaml", "_base_: base.yaml\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="base.yaml: 'train.epochs' must be an integer, got 'many'"):
+        load_config(exp)
+    with pytest.raises(ConfigError, match="'model.backbone.name' must be one of"):
+        load_config(None, ["model.backbone.name=resnet19"])
+    with pytest.raises(ConfigError, match="'train.ema' must be true or false"):
+        load_config(None, ["train.ema=3"])
+    del base
+
+
+def test_keypoint_sigmas_length_checked_at_load():
+    with pytest.raises(ConfigError, match="keypoint_sigmas"):
+        load_config(None, ["model.heads.num_keypoints=5"])
+    with pytest.raises(ConfigError, match="has 2 values but model.heads.num_keypoints is 5"):
+        load_config(None, ["model.heads.num_keypoints=5", "model.heads.keypoint_sigmas=[0.1,0.1]"])
+    cfg = load_config(None, ["model.heads.num_keypoints=2", "model.heads.keypoint_sigmas=[0.1,0.2]"])
+    assert cfg.model.heads.keypoint_sigmas == (0.1, 0.2)
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(None, ["train.loss_weights={cls: 1.0, keypoints: 0.5}", "data.flip_pairs=[[1,2]]"])
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg
+    assert again.data.flip_pairs == ((1, 2),)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = write(tmp_path, "bad.yaml", "train: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
