@@ -1,0 +1,182 @@
+"""Post-processing: per-anchor decoded outputs -> per-image `Detections` (RetinaNet's recipe).
+
+Per image and per FPN level: flatten the (anchor, class) scores, keep those above a threshold,
+take the top-k of them; then class-aware NMS over all levels together and keep the best
+``max_detections``. Gaussian soft-NMS can replace hard NMS.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms
+
+from detect.structures import Detections
+
+
+def nms_keep(
+    boxes: Tensor, scores: Tensor, labels: Tensor, iou: float, class_agnostic: bool = False
+) -> Tensor:
+    """Hard NMS.
+
+    Args:
+        boxes: [N, 4] xyxy.
+        scores: [N].
+        labels: [N] int64; boxes of different labels never suppress each other unless
+            ``class_agnostic``.
+        iou: a box is suppressed by a higher-scoring one when their IoU is above this.
+    Returns:
+        [M] int64 indices of the kept boxes, by decreasing score.
+    """
+    if class_agnostic:
+        return nms(boxes, scores, iou)
+    return batched_nms(boxes, scores, labels, iou)
+
+
+def soft_nms_keep(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    sigma: float,
+    score_thresh: float,
+    max_detections: int,
+    class_agnostic: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Gaussian soft-NMS (Bodla et al. 2017).
+
+    Repeatedly takes the highest-scoring remaining box and multiplies the scores of the others
+    (same label unless ``class_agnostic``) by ``exp(-iou^2 / sigma)``; boxes whose score falls to
+    ``score_thresh`` or below are dropped. Stops after ``max_detections`` boxes, which are exactly
+    the first ones a full run would select, since scores only decrease.
+
+    Args:
+        boxes: [N, 4] xyxy.
+        scores: [N].
+        labels: [N] int64.
+    Returns:
+        keep: [M] int64 indices, by decreasing decayed score.
+        kept_scores: [M] the decayed scores of those boxes.
+    """
+    scores = scores.clone()
+    alive = scores > score_thresh  # [N]
+    keep: list[Tensor] = []
+    while len(keep) < max_detections and bool(alive.any()):
+        best = torch.where(alive, scores, scores.new_tensor(float("-inf"))).argmax()
+        keep.append(best)
+        alive[best] = False
+        overlap = box_iou(boxes[best, None], boxes)[0]  # [N]
+        if not class_agnostic:
+            overlap = overlap * (labels == labels[best])
+        decayed = scores * torch.exp(-overlap.pow(2) / sigma)
+        scores = torch.where(alive, decayed, scores)
+        alive &= scores > score_thresh
+    keep_t = torch.stack(keep) if keep else torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    return keep_t, scores[keep_t]
+
+
+def _top_candidates(
+    scores: Tensor, num_anchors_per_level: list[int], score_thresh: float, topk_per_level: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per level, the top-k (anchor, class) pairs of every image; those not above the threshold
+    get score -inf (the caller drops them).
+
+    Args:
+        scores: [B, A, C] probabilities.
+    Returns:
+        values, anchors, labels: [B, L*k] each (k = ``topk_per_level``, or fewer on a small level):
+        scores, anchor indices into A and classes of the candidates. Within a level candidates
+        stay in (anchor, class) order, so that ties in NMS break exactly as when NMS is run on
+        the flattened scores directly.
+    """
+    num_images, _, num_classes = scores.shape
+    values, anchors, labels = [], [], []
+    start = 0
+    for num_anchors in num_anchors_per_level:
+        level = scores[:, start : start + num_anchors].flatten(1)  # [B, A_l*C]
+        k = min(topk_per_level, level.shape[1])
+        top, flat = level.topk(k, dim=1)  # [B, k]
+        flat, order = flat.sort(dim=1)
+        top = top.gather(1, order)
+        values.append(torch.where(top > score_thresh, top, top.new_tensor(float("-inf"))))
+        anchors.append(flat // num_classes + start)
+        labels.append(flat % num_classes)
+        start += num_anchors
+    if not values:  # no levels at all
+        empty = scores.new_zeros(num_images, 0)
+        return empty, empty.long(), empty.long()
+    return torch.cat(values, 1), torch.cat(anchors, 1), torch.cat(labels, 1)  # [B, L*k] each
+
+
+def postprocess(
+    scores: Tensor,
+    boxes: Tensor,
+    num_anchors_per_level: list[int],
+    keypoints: Tensor | None = None,
+    image_sizes: list[tuple[int, int]] | None = None,
+    score_thresh: float = 0.05,
+    topk_per_level: int = 1000,
+    nms_iou: float = 0.5,
+    max_detections: int = 100,
+    class_agnostic: bool = False,
+    soft_nms_sigma: float | None = None,
+) -> list[Detections]:
+    """Turn decoded per-anchor outputs into detections, one `Detections` per image.
+
+    Args:
+        scores: [B, A, C] class probabilities (after sigmoid).
+        boxes: [B, A, 4] decoded xyxy boxes.
+        num_anchors_per_level: anchors of each level, level-major; sums to A.
+        keypoints: [B, A, K, 3] decoded ``(x, y, score)`` per anchor, or None. Keypoints follow
+            their box unchanged (not clipped, scores untouched).
+        image_sizes: (height, width) per image to clip boxes to, or None for no clipping.
+        score_thresh: candidates must score strictly above this.
+        topk_per_level: candidates kept per level and image before NMS.
+        nms_iou: IoU above which hard NMS suppresses a box.
+        max_detections: detections kept per image, best first.
+        class_agnostic: suppress across classes too.
+        soft_nms_sigma: use Gaussian soft-NMS with this sigma instead of hard NMS.
+    Returns:
+        B `Detections`, sorted by decreasing score; boxes [N, 4], scores [N], labels [N] int64,
+        keypoints [N, K, 3] or None.
+    """
+    if sum(num_anchors_per_level) != scores.shape[1]:
+        raise ValueError(f"num_anchors_per_level sums to {sum(num_anchors_per_level)}, "
+                         f"but scores have {scores.shape[1]} anchors")
+    values, anchors, labels = _top_candidates(scores, num_anchors_per_level, score_thresh,
+                                              topk_per_level)  # [B, L*k] each
+    results = []
+    for b in range(scores.shape[0]):
+        valid = values[b] > score_thresh  # [L*k]
+        size = None if image_sizes is None else image_sizes[b]
+        img_kpts = None if keypoints is None else keypoints[b]
+        results.append(_select(values[b][valid], anchors[b][valid], labels[b][valid], boxes[b],
+                               img_kpts, size, nms_iou, max_detections, class_agnostic,
+                               soft_nms_sigma, score_thresh))
+    return results
+
+
+def _select(
+    cand_scores: Tensor,
+    cand_anchors: Tensor,
+    cand_labels: Tensor,
+    boxes: Tensor,
+    keypoints: Tensor | None,
+    image_size: tuple[int, int] | None,
+    nms_iou: float,
+    max_detections: int,
+    class_agnostic: bool,
+    soft_nms_sigma: float | None,
+    score_thresh: float,
+) -> Detections:
+    """NMS over one image's candidates ([M] scores, anchor indices, labels); boxes [A, 4]."""
+    cand_boxes = boxes[cand_anchors]  # [M, 4]
+    if image_size is not None:
+        cand_boxes = clip_boxes_to_image(cand_boxes, image_size)
+    if soft_nms_sigma is None:
+        keep = nms_keep(cand_boxes, cand_scores, cand_labels, nms_iou, class_agnostic)
+        keep = keep[:max_detections]
+        kept_scores = cand_scores[keep]
+    else:
+        keep, kept_scores = soft_nms_keep(cand_boxes, cand_scores, cand_labels, soft_nms_sigma,
+                                          score_thresh, max_detections, class_agnostic)
+    kpts = None if keypoints is None else keypoints[cand_anchors[keep]]  # [N, K, 3]
+    return Detections(cand_boxes[keep], kept_scores, cand_labels[keep], kpts)
