@@ -1,0 +1,53 @@
+"""Plain-text table of :func:`detect.evaluation.evaluate` metrics, for printing from CLIs.
+
+Example (COCO stats shown in %, "-" where COCO has no ground truth)::
+
+    head                   AP  AP50  AP75   APs   APm   APl   AR1  AR10 AR100
+    bbox                 36.4  55.2  38.9  20.1  40.0  47.3  31.0  49.5  52.8
+    box_class_agnostic   40.2  60.1
+    head                   AP  AP50  AP75   APm   APl    AR  AR50  AR75   ARm   ARl
+    keypoints            50.3  ...
+    classification       accuracy_on_matched 91.2 (523 matched)
+"""
+from __future__ import annotations
+
+HEAD_WIDTH = 20
+COLUMN_WIDTH = 6
+
+
+def format_table(metrics: dict) -> str:
+    """One row per head; a header row is repeated when a head's columns differ from the last."""
+    lines: list[str] = []
+    header: list[str] = []
+    for head, stats in _ordered(metrics):
+        if head == "classification":
+            lines.append(_classification_row(stats))
+            continue
+        names = [name for name in stats if name != "per_class"]
+        if names != header[: len(names)]:
+            header = names
+            lines.append(_row("head", header))
+        lines.append(_row(head, [_percent(stats[name]) for name in names]))
+    return "\n".join(lines)
+
+
+def _ordered(metrics: dict) -> list[tuple[str, dict]]:
+    """bbox first, then box_class_agnostic (its columns are a prefix of bbox's), then the rest."""
+    first = [h for h in ("bbox", "box_class_agnostic") if h in metrics]
+    rest = [h for h in metrics if h not in first and h != "classification"]
+    last = ["classification"] if "classification" in metrics else []
+    return [(h, metrics[h]) for h in first + rest + last]
+
+
+def _row(label: str, cells: list[str]) -> str:
+    return label.ljust(HEAD_WIDTH) + "".join(cell.rjust(COLUMN_WIDTH) for cell in cells)
+
+
+def _percent(value: float) -> str:
+    return "-" if value < 0 else f"{100 * value:.1f}"
+
+
+def _classification_row(stats: dict) -> str:
+    accuracy = _percent(stats["accuracy_on_matched"])
+    detail = f"accuracy_on_matched {accuracy} ({stats['num_matched']} matched)"
+    return f"{'classification'.ljust(HEAD_WIDTH)} {detail}"
