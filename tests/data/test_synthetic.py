@@ -1,0 +1,200 @@
+"""The synthetic dataset: deterministic, valid COCO, covering what training and evaluation need."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detect.data.synthetic import (
+    CATEGORIES,
+    KEYPOINT_NAMES,
+    PERSON_ID,
+    _annotation,
+    _Drawn,
+    generate,
+    make_image,
+    person_pose,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 320
+K = len(KEYPOINT_NAMES)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return generate(tmp_path_factory.mktemp("synthetic"), n_train=60, n_val=30, size=SIZE, seed=0)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _quiet_coco(path: Path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def _evaluate(gt: COCO, results: list[dict], iou_type: str) -> np.ndarray:
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(results), iou_type)
+        if iou_type == "keypoints":  # other categories have no num_keypoints: person only
+            ev.params.catIds = [PERSON_ID]
+            ev.params.kpt_oks_sigmas = np.full(K, 0.05)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        generate(tmp_path / name, n_train=5, n_val=3, size=160, seed=seed)
+    a, b, c = (_files(tmp_path / n) for n in "abc")
+    assert len(a) == 5 + 3 + 2
+    assert a == b
+    assert a.keys() == c.keys()
+    assert all(a[k] != c[k] for k in a if k.endswith(".json"))
+    assert sum(a[k] != c[k] for k in a) >= len(a) - 1  # the empty image may still differ
+
+
+def test_make_image_shape_and_stream_independence() -> None:
+    image, anns = make_image(np.random.default_rng(7), 200)
+    assert image.shape == (200, 200, 3) and image.dtype == np.uint8
+    again, anns_again = make_image(np.random.default_rng(7), 200)
+    assert np.array_equal(image, again) and anns == anns_again
+    empty_image, empty = make_image(np.random.default_rng(7), 200, n_objects=0)
+    assert empty == [] and empty_image.shape == (200, 200, 3)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_perfect_detections_score_ap_one(dataset: dict[str, Path], split: str) -> None:
+    gt = _quiet_coco(dataset[split])
+    anns = [a for a in gt.dataset["annotations"] if not a["iscrowd"]]
+    boxes = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+              "score": 1.0} for a in anns]  # fmt: skip
+    assert _evaluate(gt, boxes, "bbox")[0] == pytest.approx(1.0)
+    kpts = [{"image_id": a["image_id"], "category_id": PERSON_ID, "keypoints": a["keypoints"],
+             "score": 1.0} for a in anns if a["category_id"] == PERSON_ID]  # fmt: skip
+    assert _evaluate(gt, kpts, "keypoints")[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_small_medium_large_all_present(dataset: dict[str, Path], split: str) -> None:
+    areas = [a["area"] for a in json.loads(dataset[split].read_text())["annotations"]
+             if not a["iscrowd"]]  # fmt: skip
+    assert any(a < 32**2 for a in areas)
+    assert any(32**2 <= a <= 96**2 for a in areas)
+    assert any(a > 96**2 for a in areas)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_some_images_are_empty(dataset: dict[str, Path], split: str) -> None:
+    data = json.loads(dataset[split].read_text())
+    used = {a["image_id"] for a in data["annotations"]}
+    empty = [im for im in data["images"] if im["id"] not in used]
+    assert 1 <= len(empty) <= 0.12 * len(data["images"])
+
+
+def test_boxes_inside_image_and_ids_unique(dataset: dict[str, Path]) -> None:
+    data = json.loads(dataset["train"].read_text())
+    ids = [a["id"] for a in data["annotations"]]
+    assert len(set(ids)) == len(ids)
+    assert {a["image_id"] for a in data["annotations"]} <= {im["id"] for im in data["images"]}
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= SIZE and y + h <= SIZE
+        assert a["area"] == pytest.approx(w * h)
+    assert any(a["iscrowd"] for a in data["annotations"])
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_person_keypoints_consistent(dataset: dict[str, Path], split: str) -> None:
+    anns = json.loads(dataset[split].read_text())["annotations"]
+    persons = [a for a in anns if a["category_id"] == PERSON_ID]
+    assert persons
+    assert all("keypoints" not in a for a in anns if a["category_id"] != PERSON_ID)
+    all_v = []
+    for a in persons:
+        kp = np.array(a["keypoints"], dtype=float).reshape(K, 3)
+        v = kp[:, 2]
+        assert set(v) <= {0, 1, 2}
+        assert a["num_keypoints"] == int((v > 0).sum())
+        assert (kp[v == 0, :2] == 0).all()
+        x, y, w, h = a["bbox"]
+        labelled = kp[v > 0, :2]
+        assert ((labelled >= [x, y]) & (labelled <= [x + w, y + h])).all()
+        all_v += v.tolist()
+    if split == "train":  # enough figures for occluded and out-of-image keypoints to occur
+        assert 0 in all_v and 1 in all_v and 2 in all_v
+
+
+def test_keypoint_names_have_left_right_pairs_and_skeleton() -> None:
+    person = next(c for c in CATEGORIES if c["id"] == PERSON_ID)
+    names = person["keypoints"]
+    lefts = [n for n in names if n.startswith("left_")]
+    assert len(lefts) >= 2
+    assert all(n.replace("left_", "right_", 1) in names for n in lefts)
+    assert sum(n.startswith("right_") for n in names) == len(lefts)
+    assert all(1 <= i <= len(names) and 1 <= j <= len(names) for i, j in person["skeleton"])
+    assert all("keypoints" not in c for c in CATEGORIES if c["id"] != PERSON_ID)
+
+
+def test_category_ids_non_contiguous(dataset: dict[str, Path]) -> None:
+    ids = sorted(c["id"] for c in json.loads(dataset["val"].read_text())["categories"])
+    assert len(ids) >= 4 and len(set(ids)) == len(ids)
+    assert ids != list(range(ids[0], ids[0] + len(ids)))
+
+
+def test_left_is_image_right_when_facing_camera() -> None:
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        kpts, front = person_pose(rng)
+        seen.add(front)
+        for part in ("shoulder", "hip"):
+            left, right = (KEYPOINT_NAMES.index(f"{side}_{part}") for side in ("left", "right"))
+            assert (kpts[left, 0] > kpts[right, 0]) == front
+    assert seen == {True, False}
+
+
+def test_keypoint_visibility_hand_case() -> None:
+    """A person (drawn first) whose wrist pixel a later box covers; one ankle is off the image."""
+    size = 10
+    owner = np.full((size, size), -1, np.int32)
+    kpts = np.tile([[2, 3]], (K, 1))
+    kpts[KEYPOINT_NAMES.index("left_wrist")] = [6, 6]
+    kpts[KEYPOINT_NAMES.index("right_ankle")] = [12, 4]
+    mask = np.zeros((size, size), bool)
+    mask[3:7, 2:7] = True
+    owner[mask] = 0
+    owner[5:8, 5:8] = 1  # the later object
+    ann = _annotation(_Drawn(PERSON_ID, mask, kpts), 0, owner)
+    kp = np.array(ann["keypoints"]).reshape(K, 3)
+    assert kp[KEYPOINT_NAMES.index("left_wrist")].tolist() == [6.5, 6.5, 1]
+    assert kp[KEYPOINT_NAMES.index("right_ankle")].tolist() == [0, 0, 0]
+    assert kp[KEYPOINT_NAMES.index("head")].tolist() == [2.5, 3.5, 2]
+    assert ann["num_keypoints"] == K - 1
+    assert ann["bbox"] == [2.0, 3.0, 5.0, 4.0] and ann["area"] == 20.0
+
+
+def test_cli_writes_dataset_and_rejects_bad_size(tmp_path: Path) -> None:
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    cmd = [sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--out", str(tmp_path)]
+    ok = subprocess.run(cmd + ["--train", "2", "--val", "1", "--size", "96"], env=env,
+                        capture_output=True, text=True)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads((tmp_path / "annotations" / "val.json").read_text())["images"]) == 1
+    assert len(list((tmp_path / "train").glob("*.jpg"))) == 2
+    bad = subprocess.run(cmd + ["--size", "8"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--size" in bad.stderr.strip().splitlines()[-1]
