@@ -87,7 +87,6 @@ class MatcherConfig:
 @dataclass(frozen=True)
 class HeadsConfig:
     tower_depth: int = 4
-    tower_width: int = 256
     norm: Literal["none", "gn", "bn"] = "none"
     share_tower: bool = False  # one tower feeds every head
     depthwise: bool = False  # depthwise-separable tower convolutions

@@ -97,6 +97,20 @@ def oks_loss(
     return 1.0 - oks(pred_xy, gt, areas, sigmas)
 
 
+def keypoint_l1(pred_xy: Tensor, gt: Tensor, areas: Tensor) -> Tensor:
+    """Sum over objects of the mean L1 distance of labelled keypoints, divided by sqrt(area).
+
+    Args:
+        pred_xy: [P, K, 2]; gt: [P, K, 3]; areas: [P].
+    Returns:
+        scalar; objects without labelled keypoints contribute 0.
+    """
+    labelled = (gt[..., 2] > 0).to(pred_xy.dtype)  # [P, K]
+    scale = areas.to(pred_xy).clamp(min=_MIN_AREA).sqrt()[:, None]  # [P, 1]
+    dist = (pred_xy - gt[..., :2]).abs().sum(-1) / scale  # [P, K]
+    return ((dist * labelled).sum(-1) / labelled.sum(-1).clamp(min=1)).sum()
+
+
 def visibility_loss(logits: Tensor, gt_vis: Tensor) -> Tensor:
     """BCE-with-logits for "is this keypoint present", target ``v > 0``.
 

@@ -1,0 +1,136 @@
+"""The Python API: ``Detector.from_checkpoint(path).predict(images)``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from detect.config import Config, config_from_dict, keypoint_sigmas, load_config
+from detect.data.annotations import CategoryMap, KeypointMeta
+from detect.data.image_io import read_image
+from detect.data.transforms import Sample, letterbox
+from detect.engine.checkpoint import CheckpointError, load_checkpoint
+from detect.engine.trainer import postprocess_params
+from detect.models.build import build_model
+from detect.models.detector import MultiHeadDetector
+from detect.structures import Detections
+
+ImageInput = str | Path | np.ndarray
+
+
+@dataclass
+class Prediction:
+    """Detections of one image in original pixels.
+
+    boxes [N, 4] xyxy, scores [N], labels [N] original category ids, names [N] class names,
+    keypoints [N, K, 3] (x, y, score) or None.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    keypoints: np.ndarray | None = None
+
+
+class Detector:
+    """A trained (or randomly initialised) model with its pre- and post-processing."""
+
+    def __init__(self, model: MultiHeadDetector, cfg: Config, categories: CategoryMap,
+                 keypoints: KeypointMeta | None = None, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg, self.categories, self.keypoints = cfg, categories, keypoints
+        self.params = postprocess_params(cfg)
+        self.image_size = cfg.data.image_size
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        use_ema: bool = True) -> "Detector":
+        ckpt = load_checkpoint(path, map_location="cpu")
+        cfg = config_from_dict(ckpt["config"], str(path))
+        categories = CategoryMap.from_dict(ckpt["categories"])
+        kmeta = _keypoint_meta(ckpt.get("keypoints"))
+        model = build_model(_no_pretrained(cfg).model, categories.num_classes,
+                            cfg.model.heads.num_keypoints)
+        weights = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit the architecture in its config "
+                                  f"({str(e).splitlines()[0][:200]})") from None
+        return cls(model, cfg, categories, kmeta, device)
+
+    @classmethod
+    def from_config(cls, path: str | Path, overrides: Sequence[str] = (),
+                    categories: Sequence[str] | None = None,
+                    device: str | torch.device = "cpu") -> "Detector":
+        """Random initialisation; class names default to ``class0..`` (model.num_classes)."""
+        cfg = load_config(path, list(overrides))
+        n = len(categories) if categories else cfg.model.num_classes
+        if n <= 0:
+            raise ValueError("from_config needs model.num_classes > 0 or a categories list")
+        names = tuple(categories) if categories else tuple(f"class{i}" for i in range(n))
+        cmap = CategoryMap(tuple(range(1, n + 1)), names)
+        k = cfg.model.heads.num_keypoints
+        kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k))) if k else None
+        return cls(build_model(cfg.model, n, k), cfg, cmap, kmeta, device)
+
+    def _load(self, image: ImageInput) -> np.ndarray:
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected an HxWx3 BGR uint8 array, got {image.shape} {image.dtype}")
+            return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
+        return read_image(image, self.cfg.data.max_pixels)
+
+    @torch.inference_mode()
+    def predict(self, images: ImageInput | Sequence[ImageInput],
+                batch_size: int = 8) -> Prediction | list[Prediction]:
+        """Paths or HxWx3 BGR uint8 arrays, one or a list; detections in original pixels."""
+        single = isinstance(images, (str, Path, np.ndarray))
+        items = [images] if single else list(images)
+        out: list[Prediction] = []
+        for i in range(0, len(items), batch_size):
+            out += self._predict_batch([self._load(x) for x in items[i:i + batch_size]])
+        return out[0] if single else out
+
+    def _predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
+        samples = [letterbox(Sample(img, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), None,
+                                    np.zeros((0, 4), np.float32)), self.image_size) for img in images]
+        batch = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2)
+        out = self.model(batch.to(self.device))
+        dets = self.model.detect(out, [s.image.shape[:2] for s in samples], self.params)
+        return [self._to_prediction(d, s, img.shape[:2]) for d, s, img in zip(dets, samples, images)]
+
+    def _to_prediction(self, det: Detections, s: Sample, size: tuple[int, int]) -> Prediction:
+        d = det.map_to_original(s.scale, s.offset)
+        h, w = size
+        boxes = d.boxes.cpu().numpy()
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        labels = d.labels.cpu().numpy()
+        return Prediction(boxes=boxes, scores=d.scores.cpu().numpy(),
+                          labels=np.array([self.categories.category_id(int(i)) for i in labels],
+                                          np.int64),
+                          names=[self.categories.names[int(i)] for i in labels],
+                          keypoints=None if d.keypoints is None else d.keypoints.cpu().numpy())
+
+    @property
+    def sigmas(self) -> tuple[float, ...]:
+        return keypoint_sigmas(self.cfg.model.heads)
+
+
+def _keypoint_meta(d: dict | None) -> KeypointMeta | None:
+    if not d:
+        return None
+    return KeypointMeta(tuple(d["names"]), tuple(tuple(p) for p in d["skeleton"]),
+                        tuple(tuple(p) for p in d["flip_pairs"]))
+
+
+def _no_pretrained(cfg: Config) -> Config:
+    """The same config without backbone weight files (the checkpoint has the weights)."""
+    from dataclasses import replace
+    return replace(cfg, model=replace(cfg.model, backbone=replace(cfg.model.backbone, weights=None)))

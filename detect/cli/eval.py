@@ -1,0 +1,144 @@
+"""Per-head COCO evaluation from the command line.
+
+    python tools/eval.py --predictions predictions.json \\
+        --annotations instances_val2017.json person_keypoints_val2017.json \\
+        [--backend faster|pycocotools] [--out metrics.json] [--kpt-sigmas S1 ... SK]
+    python tools/eval.py --checkpoint CKPT --images DIR --annotations JSON [JSON ...]
+        [--device cpu|cuda] [--batch N] [--save-predictions predictions.json]
+
+With ``--checkpoint`` the model predicts every image of the annotation files (read and resized
+as in training's validation) and keypoint sigmas come from the checkpoint.
+
+Prints a per-head table; ``--out`` writes the metrics dict as JSON (atomically). User errors
+print one line ``error: <file>: <problem>`` to stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from detect.evaluation import evaluate, format_table, load_predictions, merge_annotation_files
+
+
+class CliError(Exception):
+    """A user error, already worded as ``<file>: <problem>``."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Per-head COCO evaluation of detections.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", type=Path, help="COCO results JSON (list of records)")
+    source.add_argument("--checkpoint", type=Path, help="a trained model (needs --images)")
+    parser.add_argument("--images", type=Path, help="image folder (with --checkpoint)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--save-predictions", type=Path, help="with --checkpoint: write them here")
+    parser.add_argument(
+        "--annotations", type=Path, nargs="+", required=True,
+        help="COCO ground-truth JSON file(s), merged by annotation id (instances + keypoints)",
+    )
+    parser.add_argument("--backend", choices=("faster", "pycocotools"), default="faster")
+    parser.add_argument("--out", type=Path, help="write the metrics here as JSON")
+    parser.add_argument("--kpt-sigmas", type=float, nargs="+", help="OKS sigmas, one per keypoint")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        gt = load_ground_truth(args.annotations)
+        predictions = load_prediction_source(args)
+        metrics = run_evaluation(args, gt, predictions)
+        if args.out is not None:
+            write_json_atomic(args.out, metrics)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(metrics))
+    return 0
+
+
+def load_ground_truth(paths: list[Path]) -> dict:
+    try:
+        return merge_annotation_files(paths)
+    except OSError as e:
+        raise CliError(f"{e.filename}: {e.strerror}") from None
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def load_prediction_source(args: argparse.Namespace) -> list[dict]:
+    """Predictions from ``--predictions`` or made by ``--checkpoint`` on ``--images``."""
+    if args.checkpoint is not None:
+        return predict_with_checkpoint(args)
+    try:
+        return load_predictions(args.predictions)
+    except OSError as e:
+        raise CliError(f"{e.filename}: {e.strerror}") from None
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def predict_with_checkpoint(args: argparse.Namespace) -> list[dict]:
+    from detect.api import Detector
+    from detect.cli.common import USER_ERRORS
+    from detect.data.build import EpochSampler, build_loader
+    from detect.data.dataset import CocoDetection
+    from detect.data.transforms import ValTransform
+    from detect.engine.inference import predict_coco
+
+    if args.images is None:
+        raise CliError("--checkpoint needs --images DIR")
+    try:
+        det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+        ds = CocoDetection.from_files(args.images, [str(p) for p in args.annotations],
+                                      ValTransform(det.image_size), keep_empty=True,
+                                      max_pixels=det.cfg.data.max_pixels)
+        if ds.ann.categories != det.categories:
+            raise CliError(f"{args.annotations[0]}: categories differ from the checkpoint's")
+        if args.kpt_sigmas is None and det.sigmas:
+            args.kpt_sigmas = list(det.sigmas)
+        loader = build_loader(ds, args.batch, EpochSampler(len(ds), False), 0,
+                              det.cfg.data.size_divisor)
+        preds = predict_coco(det.model, loader, det.params, det.categories, det.device)
+    except USER_ERRORS as e:
+        raise CliError(str(e)) from None
+    if args.save_predictions is not None:
+        write_json_atomic(args.save_predictions, preds)
+    args.predictions = args.checkpoint
+    return preds
+
+
+def run_evaluation(args: argparse.Namespace, gt: dict, predictions: list[dict]) -> dict:
+    try:
+        return evaluate(gt, predictions, backend=args.backend, kpt_sigmas=args.kpt_sigmas)
+    except ValueError as e:
+        raise CliError(f"{args.predictions}: {e}") from None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file next to ``path``, then rename it over ``path``."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CliError(f"{path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, allow_nan=False)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise CliError(f"{path}: {e.strerror}") from None
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""detect-train / tools/train.py: train a detector from a config."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from detect.cli.common import user_errors
+from detect.config import load_config
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", required=True, help="experiment YAML")
+    p.add_argument("--out", default="runs/train", help="run directory")
+    p.add_argument("--resume", default=None, help="RUN_DIR/last.pt to continue from")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=3")
+    return p.parse_args(argv)
+
+
+@user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    from detect.engine.trainer import Trainer
+    trainer = Trainer(cfg, args.out, resume=args.resume, device=args.device,
+                      show_progress=not args.no_progress)
+    metrics = trainer.train()
+    if trainer.rank == 0:
+        print(json.dumps({h: {k: v for k, v in m.items() if k != "per_class"}
+                          for h, m in metrics.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

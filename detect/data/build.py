@@ -1,0 +1,68 @@
+"""Datasets and loaders from a `DataConfig`."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from detect.config import DataConfig, SplitConfig
+from detect.data.annotations import DatasetError
+from detect.data.collate import Collate
+from detect.data.dataset import CocoDetection
+from detect.data.transforms import TrainTransform, ValTransform
+
+
+def build_dataset(cfg: DataConfig, split: SplitConfig, train: bool, seed: int = 0,
+                  name: str = "data.train") -> CocoDetection:
+    if not split.images or not split.annotations:
+        raise DatasetError(f"{name}: set {name}.images and {name}.annotations")
+    ds = CocoDetection.from_files(split.images, split.annotations, ValTransform(cfg.image_size),
+                                  keep_empty=cfg.keep_empty or not train, flip_pairs=cfg.flip_pairs,
+                                  max_pixels=cfg.max_pixels, on_bad_image=cfg.on_bad_image,
+                                  seed=seed)
+    if train:
+        pairs = ds.ann.keypoints.flip_pairs if ds.ann.keypoints else ()
+        ds.transform = TrainTransform(cfg.image_size, cfg.scale_jitter, cfg.hflip,
+                                      cfg.color_jitter, pairs)
+    return ds
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded across ``world_size`` ranks, that can start
+    part-way through an epoch (for exact resume). Every rank gets the same number of indices
+    (the permutation is padded by wrapping, as DistributedSampler does)."""
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+        self.per_rank = -(-size // world_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """``start``: number of this rank's indices to skip (already consumed)."""
+        self.epoch, self.start = epoch, start
+
+    def _order(self) -> np.ndarray:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        else:
+            order = np.arange(self.size)
+        total = self.per_rank * self.world_size
+        order = np.resize(order, total)  # wrap to equal shards
+        return order[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._order()[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+def build_loader(ds: CocoDetection, batch_size: int, sampler: Sampler, workers: int,
+                 size_divisor: int, drop_last: bool = False) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=Collate(size_divisor), drop_last=drop_last,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available())

@@ -1,0 +1,1 @@
+"""Training loop, inference over datasets, checkpoints, EMA and logging."""

@@ -1,0 +1,69 @@
+"""Running a detector over a data loader: detections in original pixels, COCO results, metrics."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from detect.data.annotations import CategoryMap
+from detect.evaluation import evaluate
+from detect.models.detector import MultiHeadDetector, PostprocessParams
+from detect.structures import Detections, Target
+
+
+@torch.inference_mode()
+def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
+                    device: torch.device) -> Iterator[tuple[Target, Detections]]:
+    """Yield (target, detections in original-image pixels) for every image of ``loader``."""
+    model.eval()
+    for batch in loader:
+        if batch.images.shape[0] == 0:
+            continue
+        out = model(batch.images.to(device))
+        dets = model.detect(out, batch.image_sizes, params)
+        for t, d in zip(batch.targets, dets):
+            d = d.map_to_original(t.scale, t.offset)
+            h, w = t.orig_size
+            d.boxes[:, 0::2] = d.boxes[:, 0::2].clamp(0, w)
+            d.boxes[:, 1::2] = d.boxes[:, 1::2].clamp(0, h)
+            yield t, Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu(),
+                                None if d.keypoints is None else d.keypoints.cpu())
+
+
+def detections_to_coco(det: Detections, image_id: int, categories: CategoryMap) -> list[dict]:
+    """COCO results records: bbox xywh, original category ids, flat keypoints [x, y, s] * K."""
+    boxes = det.boxes.tolist()
+    scores = det.scores.tolist()
+    labels = det.labels.tolist()
+    kpts = None if det.keypoints is None else det.keypoints.flatten(1).tolist()
+    out = []
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        rec = {"image_id": int(image_id), "category_id": categories.category_id(labels[i]),
+               "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+               "score": round(scores[i], 5)}
+        if kpts is not None:
+            rec["keypoints"] = [round(v, 2) for v in kpts[i]]
+        out.append(rec)
+    return out
+
+
+def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
+                 categories: CategoryMap, device: torch.device) -> list[dict]:
+    results: list[dict] = []
+    for t, det in predict_batches(model, loader, params, device):
+        results += detections_to_coco(det, t.image_id, categories)
+    return results
+
+
+def evaluate_model(model: MultiHeadDetector, loader: DataLoader, gt: dict, categories: CategoryMap,
+                   params: PostprocessParams, device: torch.device,
+                   kpt_sigmas: tuple[float, ...] | None = None,
+                   backend: str = "faster") -> tuple[dict, list[dict]]:
+    """Per-head COCO metrics of ``model`` on ``loader`` (and the predictions)."""
+    preds = predict_coco(model, loader, params, categories, device)
+    if "keypoints" not in model.heads:
+        kpt_sigmas = None
+    names = dict(zip(categories.ids, categories.names))
+    metrics = evaluate(gt, preds, backend=backend, kpt_sigmas=kpt_sigmas or None, class_names=names)
+    return metrics, preds

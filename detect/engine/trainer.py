@@ -1,0 +1,368 @@
+"""The training loop: data, model, optimiser, schedule, EMA, evaluation, checkpoints, logging.
+
+Distributed training runs under ``torchrun`` (DDP; NCCL on GPU, gloo on CPU): the same entry
+point, no process management of our own. Only rank 0 logs, evaluates and writes files.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from detect.balancing import FixedWeights, head_totals
+from detect.config import Config, config_from_dict, config_to_dict, keypoint_sigmas, save_config
+from detect.data.annotations import CategoryMap, KeypointMeta
+from detect.data.build import EpochSampler, build_dataset, build_loader
+from detect.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detect.engine.ema import ModelEMA
+from detect.engine.inference import evaluate_model
+from detect.engine.logging import MetricsLogger
+from detect.engine.schedule import warmup_cosine
+from detect.evaluation import format_table
+from detect.models.build import build_model
+from detect.models.detector import MultiHeadDetector, PostprocessParams
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message is one line."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimiser steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of this epoch consumed (for exact resume)
+    best: float = -math.inf
+
+
+def postprocess_params(cfg: Config) -> PostprocessParams:
+    p = cfg.postprocess
+    return PostprocessParams(p.score_thresh, p.topk_per_level, p.nms_iou, p.max_detections,
+                             p.class_agnostic, p.soft_nms_sigma)
+
+
+def checkpoint_meta(cfg: Config, categories: CategoryMap, kmeta: KeypointMeta | None) -> dict:
+    """What a checkpoint needs besides weights to rebuild and use the model."""
+    meta: dict[str, Any] = {"config": config_to_dict(cfg), "categories": categories.to_dict()}
+    if kmeta is not None and cfg.model.heads.num_keypoints:
+        meta["keypoints"] = {"names": list(kmeta.names),
+                             "skeleton": [list(p) for p in kmeta.skeleton],
+                             "flip_pairs": [list(p) for p in kmeta.flip_pairs],
+                             "sigmas": list(keypoint_sigmas(cfg.model.heads))}
+    return meta
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].copy()),
+            "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0]}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(("MT19937", s["numpy_keys"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
+    random.setstate((s["python_version"], tuple(s["python"]), None))
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+class Trainer:
+    def __init__(self, cfg: Config, out_dir: str | Path, resume: str | Path | None = None,
+                 device: str | None = None, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.rank, self.world = _init_distributed()
+        self.device = torch.device(device or (f"cuda:{_local_rank()}" if torch.cuda.is_available()
+                                              else "cpu"))
+        self.show_progress = show_progress and self.rank == 0
+        seed_everything(cfg.train.seed + self.rank, cfg.train.deterministic)
+        self._build_data()
+        self._build_model()
+        self.state = TrainState()
+        self.logger = MetricsLogger(self.out, enabled=self.rank == 0)
+        self.skipped: list[str] = []
+        if resume is not None:
+            self._resume(Path(resume))
+
+    # ------------------------------------------------------------------ setup
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        self.train_ds = build_dataset(cfg.data, cfg.data.train, train=True, seed=cfg.train.seed)
+        self.categories = self.train_ds.ann.categories
+        self.kmeta = self.train_ds.ann.keypoints
+        if cfg.model.num_classes and cfg.model.num_classes != self.categories.num_classes:
+            raise TrainingError(f"model.num_classes is {cfg.model.num_classes} but the training "
+                                f"annotations have {self.categories.num_classes} categories")
+        k = cfg.model.heads.num_keypoints
+        if k and (self.kmeta is None or self.kmeta.num_keypoints != k):
+            have = 0 if self.kmeta is None else self.kmeta.num_keypoints
+            raise TrainingError(f"model.heads.num_keypoints is {k} but the training annotations "
+                                f"have {have} keypoints per object")
+        self.sampler = EpochSampler(len(self.train_ds), True, cfg.train.seed, self.rank, self.world)
+        self.loader = build_loader(self.train_ds, cfg.train.batch_size, self.sampler,
+                                   cfg.data.workers, cfg.data.size_divisor, drop_last=False)
+        self.val_ds = None
+        if cfg.data.val.images and cfg.data.val.annotations and self.rank == 0:
+            self.val_ds = build_dataset(cfg.data, cfg.data.val, train=False, name="data.val")
+            if self.val_ds.ann.categories != self.categories:
+                raise TrainingError("data.val categories differ from data.train categories")
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        k = cfg.model.heads.num_keypoints
+        self.model: MultiHeadDetector = build_model(cfg.model, self.categories.num_classes, k)
+        self.model.to(self.device)
+        self.heads = tuple(h for h in cfg.train.heads if h in self.model.heads)
+        self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema else None
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False)
+        self.balancer = FixedWeights(list(self.heads), cfg.train.loss_weights)
+        self.optimizer = _build_optimizer(cfg, self.model)
+        self.total_steps = self._total_steps()
+        t = cfg.train
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: warmup_cosine(s, self.total_steps, min(t.warmup_steps, self.total_steps // 3),
+                                    t.min_lr_ratio))
+        use_amp = t.amp != "off" and self.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if use_amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and t.amp == "fp16")
+
+    def _total_steps(self) -> int:
+        t = self.cfg.train
+        if t.max_steps > 0:
+            return t.max_steps
+        return max(1, t.epochs * math.ceil(len(self.loader) / t.accumulate))
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        s = self.state
+        state = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "best": s.best,
+            "rng": _rng_state(),
+        }
+        state.update(checkpoint_meta(self.cfg, self.categories, self.kmeta))
+        return state
+
+    def save(self, name: str) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint_state(), self.out / name)
+
+    def _resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        _check_compatible(ckpt, self.cfg, self.categories, path)
+        self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best"])
+        _set_rng_state(ckpt["rng"])
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> dict:
+        cfg, s = self.cfg, self.state
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            save_config(self.cfg, self.out / "config.yaml")
+        bar = tqdm(total=self.total_steps, initial=s.step, disable=not self.show_progress,
+                   dynamic_ncols=True, desc="train")
+        metrics: dict = {}
+        while s.step < self.total_steps:
+            self._train_epoch(bar)
+            if s.step >= self.total_steps:
+                break
+            s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+            if cfg.train.eval_every and s.epoch % cfg.train.eval_every == 0:
+                metrics = self.evaluate_and_save()
+            self.save("last.pt")
+        bar.close()
+        metrics = self.evaluate_and_save()
+        self.save("last.pt")
+        if self.skipped and self.rank == 0:
+            print(f"skipped {len(self.skipped)} unreadable image(s):")
+            for line in sorted(set(self.skipped)):
+                print(f"  {line}")
+        _cleanup_distributed()
+        return metrics
+
+    def _train_epoch(self, bar: tqdm) -> None:
+        cfg, s = self.cfg, self.state
+        self.sampler.set_epoch(s.epoch, s.batch_in_epoch * cfg.train.batch_size)
+        self.train_ds.set_epoch(s.epoch)
+        model = self.ddp or self.model
+        model.train()
+        t0, images, running, batches = time.perf_counter(), 0, {}, 0
+        for batch in self.loader:
+            self.skipped += batch.skipped
+            losses = self._forward_backward(model, batch)
+            s.batch_in_epoch += 1
+            batches += 1
+            images += len(batch.targets)
+            for k, v in losses.items():
+                running[k] = running.get(k, 0.0) + v
+            if s.batch_in_epoch % cfg.train.accumulate:
+                continue
+            self._optimizer_step()
+            bar.update(1)
+            if s.step % cfg.train.log_every == 0 or s.step == self.total_steps:
+                avg = {k: v / batches for k, v in running.items()}
+                dt = time.perf_counter() - t0
+                self._log_step(avg, images * self.world / max(dt, 1e-9), bar)
+                t0, images, running, batches = time.perf_counter(), 0, {}, 0
+            if s.step >= self.total_steps:
+                return
+
+    def _forward_backward(self, model: nn.Module, batch) -> dict[str, float]:
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                            enabled=self.amp_dtype is not None):
+            out = model(batch.images)
+        losses = self.model.losses(out, batch.targets, self.heads)
+        totals = head_totals(losses)
+        for head, value in totals.items():
+            if not torch.isfinite(value):
+                raise TrainingError(f"non-finite loss at step {self.state.step + 1}: head "
+                                    f"'{head}' ({', '.join(f'{k}={v.item():.4g}' for k, v in losses[head].items())})")
+        loss = self.balancer(totals) / self.cfg.train.accumulate
+        self.scaler.scale(loss).backward()
+        flat = {k: v.item() for terms in losses.values() for k, v in terms.items()}
+        flat["loss"] = float(loss.item() * self.cfg.train.accumulate)
+        return flat
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.state.step += 1
+
+    def _log_step(self, avg: dict[str, float], ips: float, bar: tqdm) -> None:
+        s = self.state
+        record = {"step": s.step, "epoch": s.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                  **{k: round(v, 5) for k, v in avg.items()}, "images_per_s": round(ips, 2)}
+        record["balance_weights"] = self.balancer.effective_weights()
+        self.logger.log(record)
+        bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in avg.items()
+                         if k != "loss"}, refresh=False)
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_model(self) -> MultiHeadDetector:
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate_and_save(self) -> dict:
+        if self.rank != 0 or self.val_ds is None:
+            return {}
+        loader = build_loader(self.val_ds, self.cfg.train.batch_size,
+                              EpochSampler(len(self.val_ds), False), self.cfg.data.workers,
+                              self.cfg.data.size_divisor)
+        sigmas = keypoint_sigmas(self.cfg.model.heads) or None
+        metrics, _ = evaluate_model(self.eval_model(), loader, self.val_ds.ann.gt, self.categories,
+                                    postprocess_params(self.cfg), self.device, sigmas,
+                                    self.cfg.train.eval_backend)
+        metrics = {h: m for h, m in metrics.items() if _head_of_metric(h) in self.heads}
+        self.model.train()
+        self.logger.log({"step": self.state.step, "epoch": self.state.epoch, "eval": metrics})
+        tqdm.write(format_table(metrics))
+        value = _metric(metrics, self.cfg.train.best_metric)
+        if value is not None and value > self.state.best:
+            self.state.best = value
+            self.save("best.pt")
+        return metrics
+
+
+def _head_of_metric(name: str) -> str:
+    return {"bbox": "box", "box_class_agnostic": "box", "keypoints": "keypoints",
+            "classification": "cls"}.get(name, name)
+
+
+def _metric(metrics: dict, dotted: str) -> float | None:
+    node: Any = metrics
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node)
+
+
+def _build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """No weight decay on biases and normalisation parameters."""
+    t = cfg.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    match t.optimizer:
+        case "sgd":
+            return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
+        case "adamw":
+            return torch.optim.AdamW(groups, lr=t.lr)
+
+
+def _check_compatible(ckpt: dict, cfg: Config, categories: CategoryMap, path: Path) -> None:
+    if CategoryMap.from_dict(ckpt["categories"]) != categories:
+        raise CheckpointError(f"{path}: the checkpoint's classes differ from the training data's")
+    old = config_from_dict(ckpt["config"], str(path))
+    if old.model != cfg.model:
+        raise CheckpointError(f"{path}: the checkpoint's model config differs from this config")
+    if old.train.seed != cfg.train.seed:
+        print(f"warning: resuming {path} with train.seed {cfg.train.seed} (was {old.train.seed}):"
+              " the run will not repeat the original")
+    if old != cfg:
+        print(f"warning: resuming {path} with a config that differs from the checkpoint's")
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _init_distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(_local_rank())
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _cleanup_distributed() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,0 +1,106 @@
+"""The head protocol and the convolution tower heads are built from.
+
+A head turns FPN features into one dense prediction per anchor, computes its own losses from the
+matches the detector made once for all heads, and decodes its predictions. Heads never match.
+
+    forward(features: list[Tensor [B, F, H_l, W_l]]) -> Tensor [B, A, D]
+    loss(pred [B, A, D], matches: Matches) -> dict[str, Tensor]   (keys start with "loss_")
+    decode(pred [B, A, D], anchors [A, 4]) -> Tensor [B, A, ...]
+
+``A = sum_l H_l * W_l * anchors_per_location``, level-major, then row, column, anchor: the order of
+`detect.anchors.AnchorGenerator`.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from detect.structures import Matches
+
+Norm = Literal["none", "gn", "bn"]
+
+
+def _conv(channels: int, depthwise: bool, bias: bool) -> nn.Module:
+    """3x3 conv, or depthwise 3x3 + pointwise 1x1, channels -> channels."""
+    if not depthwise:
+        return nn.Conv2d(channels, channels, 3, padding=1, bias=bias)
+    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+                         nn.Conv2d(channels, channels, 1, bias=bias))
+
+
+def _norm(kind: Norm, channels: int) -> nn.Module:
+    if kind == "gn":
+        return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    return nn.Identity()
+
+
+class Tower(nn.Module):
+    """``depth`` blocks of conv + norm + ReLU whose convolutions are shared across FPN levels.
+
+    GroupNorm (the published choice) is shared across levels too. BatchNorm is not: one set of
+    statistics for every level would mix P3's and P7's very different statistics and break
+    inference, so each level gets its own BatchNorm (as EfficientDet does).
+    """
+
+    def __init__(self, channels: int, depth: int, norm: Norm = "none", depthwise: bool = False,
+                 num_levels: int = 5) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(_conv(channels, depthwise, norm == "none") for _ in range(depth))
+        per_level = num_levels if norm == "bn" else 1
+        self.norms = nn.ModuleList(
+            nn.ModuleList(_norm(norm, channels) for _ in range(per_level)) for _ in range(depth))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, features: list[Tensor]) -> list[Tensor]:
+        out = []
+        for level, f in enumerate(features):
+            for conv, norms in zip(self.convs, self.norms):
+                f = torch.relu(norms[min(level, len(norms) - 1)](conv(f)))
+            out.append(f)
+        return out
+
+
+def flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:
+    """[B, a*D, H, W] per level -> [B, sum(H*W*a), D] in anchor order."""
+    out = []
+    for m in maps:
+        b, _, h, w = m.shape
+        m = m.view(b, -1, per_anchor, h, w)  # [B, a, D, H, W]
+        out.append(m.permute(0, 3, 4, 1, 2).reshape(b, -1, per_anchor))  # [B, H*W*a, D]
+    return torch.cat(out, dim=1)
+
+
+class Head(nn.Module):
+    """Base of every head: an optional tower, then a 3x3 predictor conv with ``a * D`` outputs."""
+
+    name: str = ""
+
+    def __init__(self, in_channels: int, num_anchors: int, outputs_per_anchor: int,
+                 tower: Tower | None) -> None:
+        super().__init__()
+        self.tower = tower
+        self.num_anchors = num_anchors
+        self.outputs_per_anchor = outputs_per_anchor
+        self.predictor = nn.Conv2d(in_channels, num_anchors * outputs_per_anchor, 3, padding=1)
+        nn.init.normal_(self.predictor.weight, std=0.01)
+        nn.init.zeros_(self.predictor.bias)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        """features: per level [B, F, H_l, W_l] -> [B, A, D]."""
+        if self.tower is not None:
+            features = self.tower(features)
+        return flatten_levels([self.predictor(f) for f in features], self.outputs_per_anchor)
+
+    def loss(self, pred: Tensor, matches: Matches) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def decode(self, pred: Tensor, anchors: Tensor) -> Tensor:
+        raise NotImplementedError

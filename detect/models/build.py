@@ -1,0 +1,78 @@
+"""The one place where a `Config` becomes modules: backbone, FPN, heads, anchors, matcher."""
+from __future__ import annotations
+
+import torch
+
+from detect.anchors import AnchorGenerator
+from detect.box_coder import BoxCoder
+from detect.config import ModelConfig, keypoint_sigmas
+from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
+from detect.matching import ATSSMatcher, IoUMatcher
+from detect.models.backbone import build_backbone, efficientnet_lite0_weights_path
+from detect.models.detector import MultiHeadDetector
+from detect.models.fpn import FPN
+
+PACKAGE_WEIGHTS = "package"  # model.backbone.weights: use the weights an installed package ships
+
+
+def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0) -> MultiHeadDetector:
+    """Wire the config to constructors. ``num_keypoints`` 0 builds no keypoint head."""
+    b = cfg.backbone
+    weights = b.weights
+    if weights == PACKAGE_WEIGHTS:
+        if b.name != "efficientnet_lite0":
+            raise ValueError(f"model.backbone.weights: '{PACKAGE_WEIGHTS}' is only available for "
+                             f"efficientnet_lite0, not {b.name}")
+        weights = efficientnet_lite0_weights_path()
+    backbone = build_backbone(b.name, weights=weights, freeze_bn=b.freeze_bn,
+                              frozen_stages=b.frozen_stages)
+    n = cfg.neck
+    neck = FPN(list(backbone.out_channels), out_channels=n.channels, extra_levels=n.extra_levels,
+               extra_from=n.extra_from, depthwise=n.depthwise)
+    strides = [8 * 2 ** i for i in range(3 + n.extra_levels)]
+    a = cfg.anchors
+    anchors = AnchorGenerator(strides, a.sizes, a.ratios, a.scales)
+    heads = _build_heads(cfg, n.channels, anchors.num_anchors_per_location, num_classes,
+                         num_keypoints)
+    shared = None
+    h = cfg.heads
+    if h.share_tower:
+        shared = Tower(n.channels, h.tower_depth, h.norm, h.depthwise, 3 + n.extra_levels)
+    mean = tuple(255.0 * v for v in backbone.pixel_mean)  # inputs are 0-255
+    std = tuple(255.0 * v for v in backbone.pixel_std)
+    model = MultiHeadDetector(backbone, neck, heads, anchors, _build_matcher(cfg), mean, std, shared)
+    return model.to(memory_format=torch.channels_last)
+
+
+def _build_matcher(cfg: ModelConfig) -> IoUMatcher | ATSSMatcher:
+    m = cfg.matcher
+    match m.kind:
+        case "iou":
+            return IoUMatcher(m.fg_iou, m.bg_iou, m.allow_low_quality, ignore_ioa=m.ignore_ioa)
+        case "atss":
+            return ATSSMatcher(topk=m.topk, ignore_ioa=m.ignore_ioa)
+
+
+def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int,
+                 num_keypoints: int) -> dict:
+    h = cfg.heads
+
+    def tower() -> Tower | None:
+        if h.share_tower or h.tower_depth == 0:
+            return None
+        return Tower(channels, h.tower_depth, h.norm, h.depthwise, cfg.neck.extra_levels + 3)
+
+    coder = BoxCoder(h.box_weights)
+    heads = {
+        "cls": ClassificationHead(channels, per_loc, num_classes, tower(), h.prior_prob,
+                                  h.focal_alpha, h.focal_gamma),
+        "box": BoxHead(channels, per_loc, tower(), coder, h.box_loss),
+    }
+    if num_keypoints:
+        sigmas = keypoint_sigmas(h) if h.num_keypoints == num_keypoints else ()
+        if len(sigmas) != num_keypoints:
+            raise ValueError(f"the dataset has {num_keypoints} keypoints but model.heads has "
+                             f"num_keypoints={h.num_keypoints}: set model.heads.num_keypoints and "
+                             "model.heads.keypoint_sigmas to match")
+        heads["keypoints"] = KeypointHead(channels, per_loc, num_keypoints, tower(), coder, sigmas)
+    return heads

@@ -1,0 +1,48 @@
+"""Drawing detections with OpenCV: boxes, class names, scores, keypoint skeletons."""
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+
+
+def _color(i: int) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.85, 0.95)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                    names: list[str], scores: np.ndarray | None = None,
+                    keypoints: np.ndarray | None = None,
+                    skeleton: tuple[tuple[int, int], ...] = (),
+                    kpt_thresh: float = 0.5) -> np.ndarray:
+    """A copy of ``image_bgr`` [H, W, 3] with boxes [N, 4] xyxy, ``names`` [N] (+ scores [N]) and
+    keypoints [N, K, 3] (drawn where the third value > ``kpt_thresh``) joined by ``skeleton``."""
+    img = np.ascontiguousarray(image_bgr).copy()
+    thick = max(1, round(max(img.shape[:2]) / 400))
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes).reshape(-1, 4).astype(int)):
+        c = _color(int(labels[i]))
+        cv2.rectangle(img, (x0, y0), (x1, y1), c, thick)
+        text = names[i] if scores is None else f"{names[i]} {float(scores[i]):.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        cv2.rectangle(img, (x0, max(0, y0 - th - 4)), (x0 + tw + 2, y0), c, -1)
+        cv2.putText(img, text, (x0 + 1, max(th, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+        if keypoints is not None and len(keypoints) > i:
+            _draw_keypoints(img, keypoints[i], skeleton, c, thick, kpt_thresh)
+    return img
+
+
+def _draw_keypoints(img: np.ndarray, kpts: np.ndarray, skeleton: tuple[tuple[int, int], ...],
+                    color: tuple[int, int, int], thick: int, thresh: float) -> None:
+    ok = kpts[:, 2] > thresh
+    if not ok.any():
+        return
+    pts = kpts[:, :2].round().astype(int)
+    for a, b in skeleton:
+        if a < len(pts) and b < len(pts) and ok[a] and ok[b]:
+            cv2.line(img, tuple(pts[a]), tuple(pts[b]), color, thick, cv2.LINE_AA)
+    for j in np.flatnonzero(ok):
+        cv2.circle(img, tuple(pts[j]), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.circle(img, tuple(pts[j]), thick + 1, color, 1, cv2.LINE_AA)

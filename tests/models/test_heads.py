@@ -1,0 +1,105 @@
+"""Head shapes, losses on empty ground truth, and the detector's loss/detect paths."""
+import pytest
+import torch
+
+from detect.box_coder import BoxCoder
+from detect.config import load_config
+from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
+from detect.heads.base import flatten_levels
+from detect.losses import COCO_PERSON_SIGMAS
+from detect.models.build import build_model
+from detect.models.detector import HeadOutputs
+from detect.structures import Target
+
+LEVELS = [(8, 8), (4, 4), (2, 2)]
+
+
+def feats(b=2, c=16):
+    return [torch.randn(b, c, h, w) for h, w in LEVELS]
+
+
+@pytest.mark.parametrize("per_loc", [1, 9])
+def test_head_output_shapes(per_loc):
+    a = sum(h * w for h, w in LEVELS) * per_loc
+    coder = BoxCoder()
+    heads = {
+        "cls": (ClassificationHead(16, per_loc, 5, Tower(16, 2, "gn")), 5),
+        "box": (BoxHead(16, per_loc, Tower(16, 1, "bn"), coder), 4),
+        "kpt": (KeypointHead(16, per_loc, 17, None, coder, COCO_PERSON_SIGMAS), 51),
+    }
+    for name, (head, d) in heads.items():
+        assert head(feats()).shape == (2, a, d), name
+
+
+def test_flatten_levels_matches_anchor_order():
+    # value at (level, y, x, anchor, d) must land at row offset + (y * W + x) * a + anchor
+    b, a, d, h, w = 1, 3, 2, 2, 4
+    m = torch.arange(b * a * d * h * w, dtype=torch.float32).view(b, a * d, h, w)
+    flat = flatten_levels([m], d)  # [1, H*W*a, D]
+    y, x, anc, k = 1, 2, 2, 1
+    assert flat[0, (y * w + x) * a + anc, k] == m[0, anc * d + k, y, x]
+
+
+def test_classification_bias_prior():
+    head = ClassificationHead(8, 1, 3, None, prior_prob=0.01)
+    probs = head.decode(head(feats(1, 8)), torch.zeros(1, 4))
+    assert torch.allclose(probs.mean(), torch.tensor(0.01), atol=2e-3)
+
+
+def tiny_model(num_keypoints=17, **over):
+    args = ["model.backbone.name=resnet18", "model.neck.channels=32", "model.heads.tower_depth=1",
+            "model.heads.norm=gn", "model.matcher.kind=atss", "model.anchors.sizes=[64,128,256,512,1024]",
+            "model.anchors.ratios=[1.0]", "model.anchors.scales=[1.0]",
+            f"model.heads.num_keypoints={num_keypoints}", "model.backbone.frozen_stages=0"]
+    args += [f"{k}={v}" for k, v in over.items()]
+    cfg = load_config(None, args)
+    return build_model(cfg.model, 3, num_keypoints)
+
+
+def empty_target():
+    return Target(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), torch.zeros(0, 17, 3))
+
+
+def test_no_ground_truth_gives_zero_box_and_keypoint_losses_with_gradients():
+    model = tiny_model()
+    out = model(torch.randint(0, 255, (2, 3, 128, 128), dtype=torch.uint8))
+    losses = model.losses(out, [empty_target(), empty_target()])
+    flat = {k: v for terms in losses.values() for k, v in terms.items()}
+    assert set(flat) == {"loss_cls", "loss_box", "loss_kpt", "loss_kpt_l1", "loss_kpt_vis"}
+    assert all(torch.isfinite(v) for v in flat.values())
+    assert flat["loss_box"].item() == 0 and flat["loss_kpt"].item() == 0
+    assert flat["loss_kpt_vis"].item() == 0 and flat["loss_kpt_l1"].item() == 0
+    assert flat["loss_cls"].item() > 0
+    sum(flat.values()).backward()
+    for name, p in model.heads.named_parameters():
+        assert p.grad is not None, name
+    assert any(p.grad.abs().sum() > 0 for p in model.heads["cls"].parameters())
+
+
+def test_keypoint_loss_zero_without_visible_keypoints_but_positive_matches():
+    model = tiny_model()
+    t = Target(torch.tensor([[10.0, 10.0, 100.0, 110.0]]), torch.tensor([1]), torch.zeros(1, 17, 3))
+    out = model(torch.randint(0, 255, (1, 3, 128, 128), dtype=torch.uint8))
+    losses = model.losses(out, [t])
+    assert losses["box"]["loss_box"].item() > 0
+    assert losses["keypoints"]["loss_kpt"].item() == 0
+    assert losses["keypoints"]["loss_kpt"].requires_grad
+
+
+def test_forward_returns_the_same_type_in_train_and_eval_and_detect_shapes():
+    model = tiny_model()
+    x = torch.randint(0, 255, (2, 3, 128, 96), dtype=torch.uint8)
+    train_out = model.train()(x)
+    eval_out = model.eval()(x)
+    assert isinstance(train_out, HeadOutputs) and isinstance(eval_out, HeadOutputs)
+    assert {k: v.shape for k, v in train_out.preds.items()} == {k: v.shape for k, v in eval_out.preds.items()}
+    dets = model.detect(eval_out, [(128, 96)] * 2)
+    assert len(dets) == 2 and dets[0].keypoints.shape[1:] == (17, 3)
+    assert (dets[0].boxes[:, 2] <= 96).all()
+
+
+def test_model_without_keypoints_has_no_keypoint_head():
+    model = tiny_model(num_keypoints=0)
+    assert set(model.heads) == {"cls", "box"}
+    out = model(torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8))
+    assert model.detect(out, None)[0].keypoints is None
