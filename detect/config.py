@@ -139,6 +139,13 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     loss_weights: dict[str, float] = field(default_factory=dict)  # per head, default 1
+    # how head losses are combined (detect/balancing.py); loss_weights are the base weights
+    balancing: Literal["fixed", "uncertainty", "loss_norm", "gradnorm", "pcgrad"] = "fixed"
+    balancing_ema: float = 0.99  # loss_norm: EMA momentum of each head's loss magnitude
+    gradnorm_alpha: float = 1.5
+    gradnorm_lr: float = 0.025
+    grad_diagnostics_every: int = 0  # optimiser steps between gradient-conflict measurements
+    freeze: tuple[str, ...] = ()  # any of backbone, neck, cls, box, keypoints: not trained
     log_every: int = 20
     eval_every: int = 1  # epochs between evaluations, 0 = only at the end
     best_metric: str = "bbox.AP"
@@ -396,6 +403,14 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{_where('train.loss_weights', origin)}: weight of '{name}' must "
                               f"be a finite number >= 0")
+    t = cfg.train
+    if not 0 <= t.balancing_ema < 1 or t.gradnorm_lr <= 0 or t.grad_diagnostics_every < 0:
+        raise ConfigError(f"{_where('train', origin)}: train.balancing_ema must be in [0, 1), "
+                          "train.gradnorm_lr > 0 and train.grad_diagnostics_every >= 0")
+    for part in t.freeze:
+        if part not in ("backbone", "neck", "cls", "box", "keypoints"):
+            raise ConfigError(f"{_where('train.freeze', origin)}: 'train.freeze' has unknown part "
+                              f"'{part}' (backbone, neck, cls, box, keypoints)")
     if cfg.train.accumulate < 1 or cfg.train.batch_size < 1:
         raise ConfigError(f"{_where('train', origin)}: train.batch_size and train.accumulate "
                           "must be >= 1")

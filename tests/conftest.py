@@ -26,3 +26,39 @@ def coco_mini(shared_data: Path) -> dict[str, Path]:
         "val_instances": d / "annotations/instances_val2017.json",
         "val_keypoints": d / "annotations/person_keypoints_val2017.json",
     }
+
+
+# A small, fast model for training tests: ResNet-18 at 128 px, 32-channel FPN, one GN tower block.
+TINY_MODEL = [
+    "model.backbone.name=resnet18", "model.backbone.weights=null", "model.backbone.frozen_stages=0",
+    "model.neck.channels=32", "model.neck.depthwise=false", "model.heads.tower_depth=1",
+    "model.heads.depthwise=false", "model.heads.norm=gn", "model.heads.share_tower=false",
+    "data.size_divisor=32", "data.workers=0", "train.log_every=1", "train.warmup_steps=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """8 train + 4 val synthetic images at 128 px."""
+    from detect.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, 8, 4, size=128, seed=3)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(tiny_synthetic) -> list[str]:
+    """Config overrides: the tiny synthetic set + the tiny model (use with configs/demo.yaml)."""
+    root = tiny_synthetic
+    return [f"data.train.images={root / 'train'}",
+            f"data.train.annotations=[{root / 'annotations/train.json'}]",
+            f"data.val.images={root / 'val'}",
+            f"data.val.annotations=[{root / 'annotations/val.json'}]",
+            "data.image_size=128"] + TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> list[str]:
+    """Config overrides for the tiny model alone."""
+    return list(TINY_MODEL)

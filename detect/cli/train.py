@@ -15,6 +15,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", default=None, help="RUN_DIR/last.pt to continue from")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="stop after this optimiser step as if interrupted (resume with --resume)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=3")
     return p.parse_args(argv)
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from detect.engine.trainer import Trainer
     trainer = Trainer(cfg, args.out, resume=args.resume, device=args.device,
                       show_progress=not args.no_progress)
-    metrics = trainer.train()
+    metrics = trainer.train(stop_at=args.stop_at_step)
     if trainer.rank == 0:
         print(json.dumps({h: {k: v for k, v in m.items() if k != "per_class"}
                           for h, m in metrics.items()}))

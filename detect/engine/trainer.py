@@ -19,12 +19,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from detect.balancing import FixedWeights, head_totals
+from detect.balancing import build_balancer, head_totals
 from detect.config import Config, config_from_dict, config_to_dict, keypoint_sigmas, save_config
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detect.engine.ema import ModelEMA
+from detect.engine.grad_diagnostics import ConflictSummary, head_gradient_stats
 from detect.engine.inference import evaluate_model
 from detect.engine.logging import MetricsLogger
 from detect.engine.schedule import warmup_cosine
@@ -131,16 +132,27 @@ class Trainer:
         self.model: MultiHeadDetector = build_model(cfg.model, self.categories.num_classes, k)
         self.model.to(self.device)
         self.heads = tuple(h for h in cfg.train.heads if h in self.model.heads)
+        _freeze_parts(self.model, cfg.train.freeze)
         self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema else None
         self.ddp = None
         if self.world > 1:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False)
-        self.balancer = FixedWeights(list(self.heads), cfg.train.loss_weights)
-        self.optimizer = _build_optimizer(cfg, self.model)
-        self.total_steps = self._total_steps()
         t = cfg.train
+        if self.world > 1 and t.balancing in ("gradnorm", "pcgrad"):
+            raise TrainingError(f"train.balancing={t.balancing} runs single-process only")
+        self.balancer = build_balancer(t.balancing, list(self.heads), t.loss_weights,
+                                       ema_momentum=t.balancing_ema, gradnorm_alpha=t.gradnorm_alpha,
+                                       gradnorm_lr=t.gradnorm_lr, seed=t.seed).to(self.device)
+        self.optimizer = _build_optimizer(cfg, self.model)
+        if extra := list(self.balancer.parameters()):  # uncertainty's learned log-variances
+            self.optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
+        self.shared_params = _shared_parameters(self.model)
+        self.last_shared = _last_shared_parameters(self.model)
+        self.conflicts = ConflictSummary()  # every diagnostics measurement of the run
+        self.last_grad_stats: dict | None = None
+        self.total_steps = self._total_steps()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: warmup_cosine(s, self.total_steps, min(t.warmup_steps, self.total_steps // 3),
@@ -162,7 +174,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.scaler.state_dict(), "balancer": self.balancer.state_dict(),
             "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "best": s.best,
             "rng": _rng_state(),
         }
@@ -182,29 +194,43 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("balancer") is not None:
+            self.balancer.load_state_dict(ckpt["balancer"])
         self.state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best"])
         _set_rng_state(ckpt["rng"])
 
     # ------------------------------------------------------------------ loop
-    def train(self) -> dict:
+    def train(self, stop_at: int | None = None) -> dict:
+        """Train to the configured budget and evaluate. ``stop_at``: stop after that optimiser
+        step as if interrupted (``last.pt`` written, no final evaluation); ``--resume`` goes on
+        exactly where it stopped."""
         cfg, s = self.cfg, self.state
+        self.end_step = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             save_config(self.cfg, self.out / "config.yaml")
         bar = tqdm(total=self.total_steps, initial=s.step, disable=not self.show_progress,
                    dynamic_ncols=True, desc="train")
         metrics: dict = {}
-        while s.step < self.total_steps:
+        while s.step < self.end_step:
             self._train_epoch(bar)
-            if s.step >= self.total_steps:
+            if s.step >= self.end_step:
                 break
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
             if cfg.train.eval_every and s.epoch % cfg.train.eval_every == 0:
                 metrics = self.evaluate_and_save()
             self.save("last.pt")
         bar.close()
+        if s.step < self.total_steps:  # stopped early on request
+            self.save("last.pt")
+            _cleanup_distributed()
+            return {}
         metrics = self.evaluate_and_save()
         self.save("last.pt")
+        if self.conflicts.norms and self.rank == 0:
+            summary = self.conflicts.summary()
+            self.logger.log({"step": s.step, "grad_conflict_summary": summary})
+            tqdm.write(_format_conflicts(summary))
         if self.skipped and self.rank == 0:
             print(f"skipped {len(self.skipped)} unreadable image(s):")
             for line in sorted(set(self.skipped)):
@@ -231,12 +257,12 @@ class Trainer:
                 continue
             self._optimizer_step()
             bar.update(1)
-            if s.step % cfg.train.log_every == 0 or s.step == self.total_steps:
+            if s.step % cfg.train.log_every == 0 or s.step == self.end_step:
                 avg = {k: v / batches for k, v in running.items()}
                 dt = time.perf_counter() - t0
                 self._log_step(avg, images * self.world / max(dt, 1e-9), bar)
                 t0, images, running, batches = time.perf_counter(), 0, {}, 0
-            if s.step >= self.total_steps:
+            if s.step >= self.end_step:
                 return
 
     def _forward_backward(self, model: nn.Module, batch) -> dict[str, float]:
@@ -250,13 +276,24 @@ class Trainer:
             if not torch.isfinite(value):
                 raise TrainingError(f"non-finite loss at step {self.state.step + 1}: head "
                                     f"'{head}' ({', '.join(f'{k}={v.item():.4g}' for k, v in losses[head].items())})")
-        loss = self.balancer(totals) / self.cfg.train.accumulate
-        self.scaler.scale(loss).backward()
+        t = self.cfg.train
+        if (t.grad_diagnostics_every and self.state.step % t.grad_diagnostics_every == 0
+                and self.state.batch_in_epoch % t.accumulate == 0 and len(totals) > 1):
+            self.last_grad_stats = head_gradient_stats(totals, self.shared_params)
+            self.conflicts.add(self.last_grad_stats)
+        scale = self.scaler.scale(torch.tensor(1.0 / t.accumulate, device=self.device))
+        params = self.last_shared if t.balancing == "gradnorm" else self.shared_params
+        info = self.balancer.backward(totals, params, scale)
         flat = {k: v.item() for terms in losses.values() for k, v in terms.items()}
-        flat["loss"] = float(loss.item() * self.cfg.train.accumulate)
+        flat.update(info)
         return flat
 
     def _optimizer_step(self) -> None:
+        if self.world > 1:  # learned balancing parameters live outside DDP
+            for p in self.balancer.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
         if self.cfg.train.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
@@ -273,6 +310,9 @@ class Trainer:
         record = {"step": s.step, "epoch": s.epoch, "lr": self.optimizer.param_groups[0]["lr"],
                   **{k: round(v, 5) for k, v in avg.items()}, "images_per_s": round(ips, 2)}
         record["balance_weights"] = self.balancer.effective_weights()
+        if self.last_grad_stats is not None:
+            record.update(self.last_grad_stats)  # grad_norm, grad_cosine
+            self.last_grad_stats = None
         self.logger.log(record)
         bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in avg.items()
                          if k != "loss"}, refresh=False)
@@ -300,6 +340,41 @@ class Trainer:
             self.state.best = value
             self.save("best.pt")
         return metrics
+
+
+def _format_conflicts(summary: dict) -> str:
+    lines = ["gradient conflict on shared parameters (backbone + neck):"]
+    for pair, v in summary["pairs"].items():
+        lines.append(f"  {pair:24s} mean cosine {v['mean_cosine']:+.3f}  in conflict "
+                     f"{100 * v['frac_negative']:.0f}% of {v['samples']} steps")
+    for head, v in summary["heads"].items():
+        lines.append(f"  {head:24s} mean grad norm {v['mean_grad_norm']:.4g}")
+    return "\n".join(lines)
+
+
+def _freeze_parts(model: MultiHeadDetector, parts: tuple[str, ...]) -> None:
+    """train.freeze: stop gradients in the backbone, the neck and/or whole heads."""
+    modules = {"backbone": model.backbone, "neck": model.neck, **dict(model.heads.items())}
+    for part in parts:
+        if part in modules:
+            for p in modules[part].parameters():
+                p.requires_grad_(False)
+
+
+def _shared_parameters(m: MultiHeadDetector) -> list[nn.Parameter]:
+    """Trainable parameters every head depends on: backbone, neck, shared tower."""
+    mods = [m.backbone, m.neck] + ([m.shared_tower] if m.shared_tower is not None else [])
+    return [p for mod in mods for p in mod.parameters() if p.requires_grad]
+
+
+def _last_shared_parameters(m: MultiHeadDetector) -> list[nn.Parameter]:
+    """GradNorm's "last shared layer": the shared tower's last block, else the FPN outputs."""
+    t = m.shared_tower
+    if t is not None and len(t.convs):
+        mods = [t.convs[-1], t.norms[-1]]
+    else:
+        mods = [m.neck.output, m.neck.extra]
+    return [p for mod in mods for p in mod.parameters() if p.requires_grad]
 
 
 def _head_of_metric(name: str) -> str:

@@ -21,6 +21,9 @@ import torchvision
 from timm.layers import BatchNormAct2d, freeze_batch_norm_2d
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.misc import Conv2dNormActivation
+
+from detect.models.fold import fold_frozen_batchnorm
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,11 @@ class Backbone(nn.Module):
         """Name in this module of a source-file key (identity unless the layouts differ)."""
         return key
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """(convolution, BatchNorm) module names where the BatchNorm directly follows the
+        convolution; `fold_frozen_batchnorm` folds those whose BatchNorm is frozen."""
+        raise NotImplementedError
+
 
 class ResNetBackbone(Backbone):
     """torchvision ResNet-18/34/50; C3..C5 are the outputs of layer2..layer4.
@@ -84,6 +92,16 @@ class ResNetBackbone(Backbone):
 
     def stages(self) -> list[tuple[str, ...]]:
         return [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        pairs = [("conv1", "bn1")]
+        for layer in ("layer1", "layer2", "layer3", "layer4"):
+            for i, block in enumerate(getattr(self, layer)):
+                p = f"{layer}.{i}"
+                pairs += [(f"{p}.conv{k}", f"{p}.bn{k}") for k in (1, 2, 3) if hasattr(block, f"conv{k}")]
+                if block.downsample is not None:  # Sequential(conv 1x1, BatchNorm)
+                    pairs.append((f"{p}.downsample.0", f"{p}.downsample.1"))
+        return pairs
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """[B, 3, H, W] -> [C3 [B, C, H/8, W/8], C4 [.., H/16, W/16], C5 [.., H/32, W/32]]."""
@@ -117,6 +135,10 @@ class MobileNetV3Backbone(Backbone):
         bounds = self._stage_bounds
         return [tuple(f"features.{i}" for i in range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        return [(f"features.{name}.0", f"features.{name}.1")  # Sequential(conv, BatchNorm, act)
+                for name, m in self.features.named_modules() if isinstance(m, Conv2dNormActivation)]
+
     def forward(self, images: Tensor) -> list[Tensor]:
         """[B, 3, H, W] -> [C3 [B, 40, H/8, W/8], C4 [B, 112, H/16, W/16], C5 [B, 960, H/32, W/32]]."""
         outs = []
@@ -139,6 +161,9 @@ _LITE0_BLOCK = {
     "_depthwise_conv": "conv_dw", "_bn1": "bn2",
     "_project_conv": "conv_pwl", "_bn2": "bn3",
 }
+# (conv, BatchNorm) of timm's DepthwiseSeparableConv (stage 0) and InvertedResidual blocks
+_LITE0_FIRST_BLOCK_PAIRS = (("conv_dw", "bn1"), ("conv_pw", "bn2"))
+_LITE0_BLOCK_PAIRS = (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"))
 _LITE0_BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)")
 
 
@@ -166,6 +191,14 @@ class EfficientNetLite0Backbone(Backbone):
 
     def stages(self) -> list[tuple[str, ...]]:
         return [("conv_stem", "bn1")] + [(f"blocks.{i}",) for i in range(len(self.blocks))]
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        pairs = [("conv_stem", "bn1")]
+        for s, stage in enumerate(self.blocks):
+            for b in range(len(stage)):
+                block_pairs = _LITE0_FIRST_BLOCK_PAIRS if s == 0 else _LITE0_BLOCK_PAIRS
+                pairs += [(f"blocks.{s}.{b}.{c}", f"blocks.{s}.{b}.{n}") for c, n in block_pairs]
+        return pairs
 
     def rename_key(self, key: str) -> str:
         """Package layout -> timm layout, e.g. ``_blocks.3._bn1.bias`` -> ``blocks.2.1.bn2.bias``.
@@ -206,6 +239,7 @@ def build_backbone(
     weights: str | None = None,
     freeze_bn: bool = True,
     frozen_stages: int = 0,
+    fold_bn: bool = True,
 ) -> Backbone:
     """Build a backbone, load its weights, then freeze BatchNorm and the first stages.
 
@@ -218,6 +252,8 @@ def build_backbone(
             parameters). Use False when training from scratch.
         frozen_stages: 0 freezes nothing, 1 the stem, n the stem and the first n - 1 stages (see
             each class's ``stages``); frozen stages also get frozen BatchNorm.
+        fold_bn: fold every frozen BatchNorm into the convolution before it (see
+            `detect.models.fold`): the same outputs and gradients, state-dict keys unchanged.
     """
     backbone = _create_backbone(name)
     if weights is not None:
@@ -226,6 +262,8 @@ def build_backbone(
     if freeze_bn:
         freeze_batchnorm(backbone)
     freeze_stages(backbone, frozen_stages)
+    if fold_bn:
+        fold_frozen_batchnorm(backbone, backbone.conv_bn_pairs())
     return backbone
 
 

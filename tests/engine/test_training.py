@@ -8,16 +8,15 @@ from detect.config import load_config
 from detect.engine.checkpoint import load_checkpoint
 from detect.engine.trainer import Trainer, TrainingError
 
-from .conftest import synthetic_overrides
 
 
-def make_trainer(root, out, *extra, resume=None):
-    cfg = load_config("configs/demo.yaml", synthetic_overrides(root) + list(extra))
+def make_trainer(overrides, out, *extra, resume=None):
+    cfg = load_config("configs/demo.yaml", overrides + list(extra))
     return Trainer(cfg, out, resume=resume, device="cpu", show_progress=False)
 
 
-def test_train_writes_checkpoints_config_and_metrics(tiny_synthetic, tmp_path):
-    t = make_trainer(tiny_synthetic, tmp_path, "train.max_steps=3", "train.batch_size=4")
+def test_train_writes_checkpoints_config_and_metrics(tiny_overrides, tmp_path):
+    t = make_trainer(tiny_overrides, tmp_path, "train.max_steps=3", "train.batch_size=4")
     metrics = t.train()
     assert {"bbox", "keypoints", "box_class_agnostic", "classification"} <= set(metrics)
     for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl"):
@@ -33,12 +32,12 @@ def test_train_writes_checkpoints_config_and_metrics(tiny_synthetic, tmp_path):
     assert ckpt["keypoints"]["flip_pairs"][0] == [1, 2]
 
 
-def test_resume_restores_the_saved_state(tiny_synthetic, tmp_path):
-    t = make_trainer(tiny_synthetic, tmp_path, "train.max_steps=2", "train.batch_size=4",
+def test_resume_restores_the_saved_state(tiny_overrides, tmp_path):
+    t = make_trainer(tiny_overrides, tmp_path, "train.max_steps=2", "train.batch_size=4",
                      "train.eval_every=0")
     t.train()
     saved = load_checkpoint(tmp_path / "last.pt")
-    r = make_trainer(tiny_synthetic, tmp_path / "r", "train.max_steps=4", "train.batch_size=4",
+    r = make_trainer(tiny_overrides, tmp_path / "r", "train.max_steps=4", "train.batch_size=4",
                      "train.eval_every=0", resume=tmp_path / "last.pt")
     state = r.checkpoint_state()
     assert state["step"] == saved["step"] == 2
@@ -57,15 +56,16 @@ def test_resume_restores_the_saved_state(tiny_synthetic, tmp_path):
     assert torch.equal(state["rng"]["numpy_keys"], saved["rng"]["numpy_keys"])
 
 
-def test_resume_continues_exactly(tiny_synthetic, tmp_path):
+def test_resume_continues_exactly(tiny_overrides, tmp_path):
     """Training 4 steps straight equals 2 steps, stop, resume for 2 more (losses and weights)."""
     common = ["train.batch_size=2", "train.eval_every=0", "train.deterministic=true",
               "data.color_jitter=0.0"]
-    straight = make_trainer(tiny_synthetic, tmp_path / "a", "train.max_steps=4", *common)
+    straight = make_trainer(tiny_overrides, tmp_path / "a", "train.max_steps=4", *common)
     straight.train()
-    first = make_trainer(tiny_synthetic, tmp_path / "b", "train.max_steps=2", *common)
-    first.train()
-    second = make_trainer(tiny_synthetic, tmp_path / "b", "train.max_steps=4", *common,
+    first = make_trainer(tiny_overrides, tmp_path / "b", "train.max_steps=4", *common)
+    assert first.train(stop_at=2) == {}
+    assert load_checkpoint(tmp_path / "b/last.pt")["step"] == 2
+    second = make_trainer(tiny_overrides, tmp_path / "b", "train.max_steps=4", *common,
                           resume=tmp_path / "b" / "last.pt")
     second.train()
     a = [json.loads(x) for x in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
@@ -78,8 +78,8 @@ def test_resume_continues_exactly(tiny_synthetic, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_non_finite_loss_stops_with_one_line(tiny_synthetic, tmp_path):
-    t = make_trainer(tiny_synthetic, tmp_path, "train.max_steps=2", "train.batch_size=2",
+def test_non_finite_loss_stops_with_one_line(tiny_overrides, tmp_path):
+    t = make_trainer(tiny_overrides, tmp_path, "train.max_steps=2", "train.batch_size=2",
                      "train.eval_every=0")
     with torch.no_grad():
         t.model.heads["box"].predictor.weight.fill_(float("nan"))
@@ -87,11 +87,11 @@ def test_non_finite_loss_stops_with_one_line(tiny_synthetic, tmp_path):
         t.train()
 
 
-def test_resume_with_other_classes_is_an_error(tiny_synthetic, tmp_path):
-    t = make_trainer(tiny_synthetic, tmp_path, "train.max_steps=1", "train.batch_size=2",
+def test_resume_with_other_classes_is_an_error(tiny_overrides, tmp_path):
+    t = make_trainer(tiny_overrides, tmp_path, "train.max_steps=1", "train.batch_size=2",
                      "train.eval_every=0")
     t.train()
     from detect.engine.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="model config differs"):
-        make_trainer(tiny_synthetic, tmp_path / "x", "train.max_steps=2", "model.neck.channels=16",
+        make_trainer(tiny_overrides, tmp_path / "x", "train.max_steps=2", "model.neck.channels=16",
                      resume=tmp_path / "last.pt")

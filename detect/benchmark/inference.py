@@ -1,0 +1,101 @@
+"""Inference suites: ``infer`` (RetinaNet R50-FPN against torchvision's), ``infer-floor`` (the light
+config end to end against its backbone + FPN alone) and ``keypoints`` (ATSS R50-FPN with a
+keypoint head against torchvision's Keypoint R-CNN). All batch 1, end to end from a BGR uint8
+image: letterbox / resize, to tensor, network, decoding, NMS, boxes in original pixels."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchvision
+
+from detect.benchmark import peers
+from detect.benchmark.common import Options, Row, setup, speed_row, time_interleaved
+
+RETINANET = "configs/retinanet_r50_fpn_coco.yaml"
+LIGHT = "configs/light_lite0_coco.yaml"
+ATSS_KEYPOINTS = "configs/atss_r50_fpn_coco_keypoints.yaml"
+
+
+def _candidates(det: peers.Detector, peer: torch.nn.Module, image: np.ndarray,
+                device: str) -> tuple[int, int]:
+    """Boxes entering NMS in one untimed call of each side (summed over NMS calls)."""
+    with peers.count_nms_inputs() as counts:
+        det.predict(image)
+        peers.torchvision_predict(peer, image, device)
+    return sum(counts["ours"]), sum(counts["peer"])
+
+
+def _retinanet_rows(opts: Options, image: np.ndarray, size: int, policy: peers.ScorePolicy,
+                    frozen_bn: bool, target: float | None) -> Row:
+    det = peers.ours(RETINANET, size, 0, policy, opts.device)
+    peer = peers.torchvision_retinanet(size, frozen_bn, policy).eval().to(opts.device)
+    n_ours, n_peer = _candidates(det, peer, image, opts.device)
+    times = time_interleaved({"ours": lambda: det.predict(image),
+                              "peer": lambda: peers.torchvision_predict(peer, image, opts.device)},
+                             opts.rounds(7, 2), device=opts.device)
+    bn = "FrozenBatchNorm2d" if frozen_bn else "nn.BatchNorm2d"
+    row = speed_row("infer", f"retinanet r50 {size} {policy}, tv {bn[:6]}BN", times, target,
+                    f"pre-NMS candidates ours {n_ours}, torchvision {n_peer}; torchvision {bn}")
+    row.extra.update(candidates_ours=n_ours, candidates_peer=n_peer, policy=policy,
+                     torchvision_bn=bn)
+    return row
+
+
+def infer(opts: Options) -> list[Row]:
+    """Ours (retinanet config) vs torchvision RetinaNet R50-FPN, 640 px, batch 1."""
+    setup(opts)
+    size = 320 if opts.quick else 640
+    image = peers.source_image()
+    rows = [_retinanet_rows(opts, image, size, "dense", False, 1.3),
+            _retinanet_rows(opts, image, size, "dense", True, None)]
+    if not opts.quick:
+        rows.append(_retinanet_rows(opts, image, size, "prior", False, None))
+    return rows
+
+
+def infer_floor(opts: Options) -> list[Row]:
+    """Light config: end to end time / time of its backbone + FPN alone (same input size)."""
+    setup(opts)
+    image = peers.source_image()
+    rows = []
+    for policy in ("dense", "prior"):
+        det = peers.ours(LIGHT, 320, 17, policy, opts.device)
+        model = det.model
+        batch = torch.zeros(1, 3, 320, 320, dtype=torch.uint8, device=opts.device)
+
+        @torch.inference_mode()
+        def floor() -> None:
+            model.features(batch)
+
+        with peers.count_nms_inputs() as counts:
+            det.predict(image)
+        times = time_interleaved({"ours": lambda: det.predict(image), "peer": floor},
+                                 opts.rounds(15, 3), device=opts.device)
+        row = speed_row("infer-floor", f"light 320 e2e / backbone+FPN, {policy}", times,
+                        note=f"peer = backbone + FPN alone; pre-NMS candidates {sum(counts['ours'])}")
+        row.ratio, row.ratio_is = round(row.ours / row.peer, 3), "ours e2e / backbone+FPN time"
+        row.target, row.target_op = (1.25, "<=") if policy == "dense" else (None, "<=")
+        row.extra.update(candidates_ours=sum(counts["ours"]), policy=policy)
+        rows.append(row)
+    return rows
+
+
+def keypoints(opts: Options) -> list[Row]:
+    """Ours (ATSS R50-FPN + keypoint head) vs torchvision Keypoint R-CNN R50-FPN, 640 px."""
+    setup(opts)
+    size = 320 if opts.quick else 640
+    image = peers.source_image()
+    det = peers.ours(ATSS_KEYPOINTS, size, 17, "dense", opts.device)
+    peer = torchvision.models.detection.keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=size, max_size=size).eval().to(opts.device)
+    ours_out = det.predict(image)
+    peer_out = peers.torchvision_predict(peer, image, opts.device)
+    times = time_interleaved({"ours": lambda: det.predict(image),
+                              "peer": lambda: peers.torchvision_predict(peer, image, opts.device)},
+                             opts.rounds(5, 2), device=opts.device)
+    n_ours, n_peer = len(ours_out.boxes), len(peer_out["boxes"])
+    row = speed_row("keypoints", f"atss r50 kpt {size} vs keypoint r-cnn", times, 4.0,
+                    f"detections with keypoints: ours {n_ours}, torchvision {n_peer} "
+                    "(random weights, classification bias 0)")
+    row.extra.update(detections_ours=n_ours, detections_peer=n_peer)
+    return [row]

@@ -1,0 +1,115 @@
+"""The user workflow: train on real data, reload, predict, infer over folders, evaluate."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detect.api import Detector
+from detect.cli import eval as eval_cli
+from detect.cli import infer as infer_cli
+from detect.config import load_config
+from detect.engine.trainer import Trainer
+
+
+
+@pytest.fixture(scope="module")
+def coco_mini_run(coco_mini, tiny_model, tmp_path_factory):
+    """A tiny model trained 3 steps on coco-mini train (instances + person keypoints merged)."""
+    out = tmp_path_factory.mktemp("coco_run")
+    cfg = load_config("configs/light_lite0_coco.yaml", [
+        f"data.train.images={coco_mini['train_images']}",
+        f"data.train.annotations=[{coco_mini['train_instances']},{coco_mini['train_keypoints']}]",
+        f"data.val.images={coco_mini['val_images']}",
+        f"data.val.annotations=[{coco_mini['val_instances']},{coco_mini['val_keypoints']}]",
+        "data.image_size=128", "train.max_steps=3", "train.batch_size=2", "train.eval_every=0",
+        *tiny_model])
+    Trainer(cfg, out, device="cpu", show_progress=False).train()
+    return out
+
+
+def test_end_to_end_on_coco_mini(coco_mini_run, coco_mini, tmp_path):
+    det = Detector.from_checkpoint(coco_mini_run / "last.pt")
+    assert det.categories.num_classes == 80 and det.keypoints.num_keypoints == 17
+    img = next(coco_mini["val_images"].glob("*.jpg"))
+    pred = det.predict(str(img))
+    h, w = cv2.imread(str(img)).shape[:2]
+    assert pred.boxes.shape[1] == 4 and pred.keypoints.shape[1:] == (17, 3)
+    assert (pred.boxes[:, 2] <= w + 1e-3).all() and (pred.boxes[:, 3] <= h + 1e-3).all()
+    assert set(pred.labels.tolist()) <= set(det.categories.ids)
+    out = tmp_path / "metrics.json"
+    rc = eval_cli.main(["--checkpoint", str(coco_mini_run / "last.pt"), "--images",
+                        str(coco_mini["val_images"]), "--annotations", str(coco_mini["val_instances"]),
+                        str(coco_mini["val_keypoints"]), "--out", str(out), "--batch", "4"])
+    assert rc == 0
+    metrics = json.loads(out.read_text())
+    assert {"bbox", "keypoints", "box_class_agnostic", "classification"} <= set(metrics)
+
+
+def test_predict_accepts_arrays_and_lists(coco_mini_run, coco_mini):
+    det = Detector.from_checkpoint(coco_mini_run / "last.pt")
+    img = next(coco_mini["val_images"].glob("*.jpg"))
+    bgr = cv2.imread(str(img))
+    from_path = det.predict(str(img))
+    from_array, again = det.predict([bgr, bgr])
+    np.testing.assert_allclose(from_path.boxes, from_array.boxes, atol=1e-3)
+    np.testing.assert_allclose(from_array.scores, again.scores)
+
+
+def test_predictions_map_back_to_original_pixels(tiny_overrides, tmp_path):
+    """A 100x200 image letterboxed to 128: a box predicted at transformed (10, 20, 50, 60) is at
+    original (10, 20, 50, 60) / 0.64."""
+    cfg = load_config("configs/demo.yaml", tiny_overrides + ["train.max_steps=1",
+                      "train.eval_every=0"])
+    t = Trainer(cfg, tmp_path, device="cpu", show_progress=False)
+    det = Detector(t.model, cfg, t.categories, t.kmeta)
+    from detect.structures import Detections
+
+    def fake_detect(out, sizes, params):
+        kp = torch.zeros(1, 13, 3)
+        kp[0, :, :2] = torch.tensor([30.0, 40.0])
+        return [Detections(torch.tensor([[10.0, 20.0, 50.0, 60.0]]), torch.tensor([0.9]),
+                           torch.tensor([2]), kp)]
+    det.model.detect = fake_detect
+    pred = det.predict(np.zeros((100, 200, 3), np.uint8))
+    np.testing.assert_allclose(pred.boxes, [[10 / 0.64, 20 / 0.64, 50 / 0.64, 60 / 0.64]], rtol=1e-5)
+    np.testing.assert_allclose(pred.keypoints[0, 0, :2], [30 / 0.64, 40 / 0.64], rtol=1e-5)
+    assert pred.labels.tolist() == [7] and pred.names == ["box"]
+
+
+def test_infer_on_folder_with_non_image_and_bad_files(coco_mini_run, coco_mini, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    imgs = sorted(coco_mini["val_images"].glob("*.jpg"))[:2]
+    for p in imgs:
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / "notes.txt").write_text("not an image")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "out"
+    rc = infer_cli.main(["--checkpoint", str(coco_mini_run / "last.pt"), "--source", str(src),
+                         "--out", str(out), "--score-thresh", "0.0"])
+    assert rc == 0
+    preds = json.loads((out / "predictions.json").read_text())
+    assert {p["image_id"] for p in preds} == {int(p.stem) for p in imgs}
+    assert all(len(p["keypoints"]) == 51 and len(p["bbox"]) == 4 for p in preds)
+    assert sorted(x.name for x in (out / "vis").iterdir()) == sorted(p.stem + ".jpg" for p in imgs)
+    strict = infer_cli.main(["--checkpoint", str(coco_mini_run / "last.pt"), "--source", str(src),
+                             "--out", str(out), "--strict", "--no-vis"])
+    assert strict == 1
+
+
+def test_cli_user_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+    r = subprocess.run([sys.executable, "tools/train.py", "--config", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "unknown key 'train.epoch'" in r.stderr
+    r = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(tmp_path / "no.pt"),
+                        "--source", str(tmp_path), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
