@@ -47,6 +47,7 @@ class DataConfig:
     workers: int = 2
     max_pixels: int = 100_000_000  # refuse bigger images, checked from the header
     on_bad_image: Literal["skip", "error"] = "skip"  # a corrupt image met during training
+    check_images: bool = True  # read every image header before training (sizes, corruption)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ def build_dataset(cfg: DataConfig, split: SplitConfig, train: bool, seed: int = 
         raise DatasetError(f"{name}: set {name}.images and {name}.annotations")
     ds = CocoDetection.from_files(split.images, split.annotations, ValTransform(cfg.image_size),
                                   keep_empty=cfg.keep_empty or not train, flip_pairs=cfg.flip_pairs,
-                                  max_pixels=cfg.max_pixels, on_bad_image=cfg.on_bad_image,
-                                  seed=seed)
+                                  max_pixels=cfg.max_pixels, seed=seed)
+    if cfg.check_images:
+        for problem in ds.check_images(drop_unreadable=cfg.on_bad_image == "skip"):
+            print(f"warning: {name}: skipping unreadable image: {problem}")
     if train:
         pairs = ds.ann.keypoints.flip_pairs if ds.ann.keypoints else ()
         ds.transform = TrainTransform(cfg.image_size, cfg.scale_jitter, cfg.hflip,

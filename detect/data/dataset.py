@@ -1,20 +1,21 @@
 """A COCO-format detection dataset: image folder + one or more annotation files.
 
-``dataset[i]`` is a transformed `Sample`, or a `BadImage` when the file cannot be read and the
-dataset was built with ``on_bad_image="skip"`` (the collate function drops and reports it).
+``dataset[i]`` is a transformed `Sample`, or a `BadImage` when the file cannot be read (the
+collate function drops it and lists it in ``Batch.skipped``; the trainer counts it or stops, as
+``data.on_bad_image`` says). `check_images` reads every header up front.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from detect.data.annotations import CocoAnnotations, DatasetError, ImageRecord, load_annotations
-from detect.data.image_io import ImageError, read_image, resolve_inside
+from detect.data.image_io import ImageError, probe_image, read_image, resolve_inside
 from detect.data.transforms import Sample
 
 Transform = Callable[[Sample, np.random.Generator], Sample]
@@ -30,13 +31,11 @@ class CocoDetection(Dataset):
     """Samples of a COCO dataset; see `detect.data.annotations` for validation."""
 
     def __init__(self, images_dir: str | Path, annotations: CocoAnnotations, transform: Transform,
-                 max_pixels: int = 100_000_000,
-                 on_bad_image: Literal["skip", "error"] = "skip", seed: int = 0) -> None:
+                 max_pixels: int = 100_000_000, seed: int = 0) -> None:
         self.images_dir = Path(images_dir)
         self.ann = annotations
         self.transform = transform
         self.max_pixels = max_pixels
-        self.on_bad_image = on_bad_image
         self.seed = seed
         self.epoch = 0
         if not self.images_dir.is_dir():
@@ -60,6 +59,27 @@ class CocoDetection(Dataset):
             raise DatasetError(f"{path}: image file not found (image id {rec.id})")
         return path
 
+    def check_images(self, drop_unreadable: bool) -> list[str]:
+        """Read every image header (no decoding). A size that disagrees with the annotations
+        (after EXIF orientation) is a `DatasetError`; unreadable, empty or too large files are
+        dropped from the dataset and returned as "path: reason" when ``drop_unreadable``, else
+        the first one is a `DatasetError`."""
+        keep, problems = [], []
+        for rec, path in zip(self.ann.images, self.paths):
+            try:
+                w, h = probe_image(path, self.max_pixels)
+            except ImageError as e:
+                if not drop_unreadable:
+                    raise DatasetError(str(e)) from None
+                problems.append(str(e))
+                continue
+            if (w, h) != (rec.width, rec.height):
+                raise DatasetError(_size_mismatch(path, w, h, rec))
+            keep.append((rec, path))
+        self.ann.images = [r for r, _ in keep]
+        self.paths = [p for _, p in keep]
+        return problems
+
     def __len__(self) -> int:
         return len(self.ann.images)
 
@@ -73,21 +93,20 @@ class CocoDetection(Dataset):
         try:
             image = read_image(path, self.max_pixels)
         except ImageError as e:
-            if self.on_bad_image == "skip":
-                return BadImage(str(path), str(e))
-            raise
+            return BadImage(str(path), str(e))
         h, w = image.shape[:2]
         if (w, h) != (rec.width, rec.height):
-            msg = (f"{path}: image is {w}x{h} after EXIF orientation but the annotations say "
-                   f"{rec.width}x{rec.height} (image id {rec.id})")
-            if self.on_bad_image == "skip":
-                return BadImage(str(path), msg)
-            raise ImageError(msg)
+            return BadImage(str(path), _size_mismatch(path, w, h, rec))
         sample = Sample(image=image, boxes=rec.boxes.copy(), labels=rec.labels.copy(),
                         keypoints=None if rec.keypoints is None else rec.keypoints.copy(),
                         ignore_boxes=rec.ignore_boxes.copy(), image_id=rec.id, orig_size=(h, w))
         rng = np.random.default_rng([self.seed, self.epoch, index])
         return self.transform(sample, rng)
+
+
+def _size_mismatch(path: Path, w: int, h: int, rec: ImageRecord) -> str:
+    return (f"{path}: image is {w}x{h} after EXIF orientation but the annotations say "
+            f"{rec.width}x{rec.height} (image id {rec.id})")
 
 
 def samples_to_tensors(sample: Sample) -> tuple[torch.Tensor, "Target"]:

@@ -246,8 +246,11 @@ class Trainer:
         model.train()
         t0, images, running, batches = time.perf_counter(), 0, {}, 0
         for batch in self.loader:
+            if batch.skipped and cfg.data.on_bad_image == "error":
+                raise TrainingError(f"unreadable image at step {s.step + 1}: {batch.skipped[0]}")
             self.skipped += batch.skipped
-            losses = self._forward_backward(model, batch)
+            if not batch.targets:
+                continue            losses = self._forward_backward(model, batch)
             s.batch_in_epoch += 1
             batches += 1
             images += len(batch.targets)

@@ -247,9 +247,22 @@ def test_bad_image_in_dataset_is_skipped_and_reported(tmp_path):
     assert isinstance(ds[0], BadImage)
     batch = Collate(32)([ds[0]])
     assert batch.images.shape[0] == 0 and "a.jpg" in batch.skipped[0]
-    strict = CocoDetection.from_files(d, [str(p)], ValTransform(64), on_bad_image="error")
-    with pytest.raises(ImageError, match="a.jpg"):
-        strict[0]
+    assert len(ds.check_images(drop_unreadable=True)) == 1 and len(ds) == 0
+    ds = CocoDetection.from_files(d, [str(p)], ValTransform(64))
+    with pytest.raises(DatasetError, match="a.jpg: not a readable image"):
+        ds.check_images(drop_unreadable=False)
+
+
+def test_exif_size_mismatch_is_an_error_naming_the_file(tmp_path):
+    images = [{"id": 1, "file_name": "r.jpg", "width": 6, "height": 4}]
+    d, p = make_dataset(tmp_path, [], images=images)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated: 4x6
+    Image.new("RGB", (6, 4)).save(d / "r.jpg", exif=exif)
+    ds = CocoDetection.from_files(d, [str(p)], ValTransform(64))
+    with pytest.raises(DatasetError, match="r.jpg: image is 4x6 after EXIF orientation"):
+        ds.check_images(drop_unreadable=True)
+    assert isinstance(ds[0], BadImage)
 
 
 def test_collate_pads_to_multiple_of_divisor():
