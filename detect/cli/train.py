@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from detect.cli.common import user_errors
 from detect.config import load_config
@@ -13,6 +14,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="experiment YAML")
     p.add_argument("--out", default="runs/train", help="run directory")
     p.add_argument("--resume", default=None, help="RUN_DIR/last.pt to continue from")
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint's weights (matching tensors; e.g. to add a head)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--stop-at-step", type=int, default=None,
@@ -26,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     from detect.engine.trainer import Trainer
+    if args.resume and args.init_from:
+        print("error: --resume and --init-from exclude each other", file=sys.stderr)
+        return 2
     trainer = Trainer(cfg, args.out, resume=args.resume, device=args.device,
-                      show_progress=not args.no_progress)
+                      show_progress=not args.no_progress, init_from=args.init_from)
     metrics = trainer.train(stop_at=args.stop_at_step)
     if trainer.rank == 0:
         print(json.dumps({h: {k: v for k, v in m.items() if k != "per_class"}

@@ -62,8 +62,8 @@ def evaluate_model(model: MultiHeadDetector, loader: DataLoader, gt: dict, categ
                    backend: str = "faster") -> tuple[dict, list[dict]]:
     """Per-head COCO metrics of ``model`` on ``loader`` (and the predictions)."""
     preds = predict_coco(model, loader, params, categories, device)
-    if "keypoints" not in model.heads:
-        kpt_sigmas = None
+    has_kpts = "keypoints" in model.heads and any(c.get("keypoints") for c in gt["categories"])
     names = dict(zip(categories.ids, categories.names))
-    metrics = evaluate(gt, preds, backend=backend, kpt_sigmas=kpt_sigmas or None, class_names=names)
+    metrics = evaluate(gt, preds, backend=backend, kpt_sigmas=(kpt_sigmas or None) if has_kpts else None,
+                       class_names=names, keypoints=has_kpts)
     return metrics, preds

@@ -27,6 +27,7 @@ from detect.engine.checkpoint import CheckpointError, load_checkpoint, save_chec
 from detect.engine.ema import ModelEMA
 from detect.engine.grad_diagnostics import ConflictSummary, head_gradient_stats
 from detect.engine.inference import evaluate_model
+from detect.engine.init_from import init_from_checkpoint
 from detect.engine.logging import MetricsLogger
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
@@ -87,7 +88,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: str | Path | None = None,
-                 device: str | None = None, show_progress: bool = True) -> None:
+                 device: str | None = None, show_progress: bool = True,
+                 init_from: str | Path | None = None) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.rank, self.world = _init_distributed()
@@ -96,7 +98,7 @@ class Trainer:
         self.show_progress = show_progress and self.rank == 0
         seed_everything(cfg.train.seed + self.rank, cfg.train.deterministic)
         self._build_data()
-        self._build_model()
+        self._build_model(init_from)
         self.state = TrainState()
         self.logger = MetricsLogger(self.out, enabled=self.rank == 0)
         self.skipped: list[str] = []
@@ -126,10 +128,14 @@ class Trainer:
             if self.val_ds.ann.categories != self.categories:
                 raise TrainingError("data.val categories differ from data.train categories")
 
-    def _build_model(self) -> None:
+    def _build_model(self, init_from: str | Path | None) -> None:
         cfg = self.cfg
         k = cfg.model.heads.num_keypoints
         self.model: MultiHeadDetector = build_model(cfg.model, self.categories.num_classes, k)
+        if init_from is not None:
+            report = init_from_checkpoint(self.model, init_from)
+            if self.rank == 0:
+                print(report.summary(init_from))
         self.model.to(self.device)
         self.heads = tuple(h for h in cfg.train.heads if h in self.model.heads)
         _freeze_parts(self.model, cfg.train.freeze)
@@ -250,7 +256,8 @@ class Trainer:
                 raise TrainingError(f"unreadable image at step {s.step + 1}: {batch.skipped[0]}")
             self.skipped += batch.skipped
             if not batch.targets:
-                continue            losses = self._forward_backward(model, batch)
+                continue
+            losses = self._forward_backward(model, batch)
             s.batch_in_epoch += 1
             batches += 1
             images += len(batch.targets)

@@ -50,6 +50,7 @@ def evaluate(
     backend: Backend = "faster",
     kpt_sigmas: Sequence[float] | None = None,
     class_names: dict[int, str] | None = None,
+    keypoints: bool | None = None,
 ) -> dict:
     """Evaluate every head; see the module docstring for the metrics and their definitions.
 
@@ -59,6 +60,7 @@ def evaluate(
         backend: "faster" or "pycocotools".
         kpt_sigmas: [K] OKS sigmas; needed when K != 17.
         class_names: category id -> name for ``per_class``; default: the GT category names.
+        keypoints: evaluate keypoints; None decides from the data (see module docstring).
 
     Raises:
         ValueError: unknown backend, a malformed prediction, or a prediction whose image id or
@@ -70,7 +72,7 @@ def evaluate(
     check_ids(gt, predictions)
     names = class_names or {c["id"]: c["name"] for c in gt["categories"]}
     metrics: dict = {"bbox": bbox_metrics(gt, predictions, backend, names)}
-    if _wants_keypoints(gt, predictions):
+    if keypoints if keypoints is not None else _wants_keypoints(gt, predictions):
         metrics["keypoints"] = keypoint_metrics(gt, predictions, backend, kpt_sigmas)
     metrics["box_class_agnostic"] = class_agnostic_metrics(gt, predictions, backend)
     metrics["classification"] = accuracy_on_matched(gt, predictions)

@@ -1,0 +1,81 @@
+"""Per-head control in training: --init-from, train.heads, train.freeze, balancing, diagnostics."""
+import json
+
+import torch
+
+from detect.config import load_config
+from detect.engine.checkpoint import load_checkpoint
+from detect.engine.init_from import init_from_checkpoint
+from detect.engine.trainer import Trainer
+from detect.models.build import build_model
+
+BOX_ONLY = ["model.heads.num_keypoints=0", "model.heads.keypoint_sigmas=null",
+            "train.heads=[cls,box]"]
+
+
+def trainer(overrides, out, *extra, **kw):
+    cfg = load_config("configs/demo.yaml", overrides + ["train.batch_size=2", "train.eval_every=0",
+                                                        *extra])
+    return Trainer(cfg, out, device="cpu", show_progress=False, **kw)
+
+
+def test_init_from_loads_present_heads_and_reports_the_rest(tiny_overrides, tmp_path, capsys):
+    trainer(tiny_overrides, tmp_path / "box", "train.max_steps=1", *BOX_ONLY).train()
+    src = load_checkpoint(tmp_path / "box/last.pt")["ema"]["module"]
+    t = trainer(tiny_overrides, tmp_path / "kpt", "train.max_steps=1",
+                init_from=tmp_path / "box/last.pt")
+    out = capsys.readouterr().out
+    assert "heads.keypoints" in out and "initialised" in out
+    state = t.model.state_dict()
+    loaded = [k for k in state if k in src]
+    assert loaded and all(torch.equal(state[k], src[k]) for k in loaded)
+    assert any(k.startswith("heads.keypoints") for k in state)
+    assert not any(k.startswith("heads.keypoints") for k in src)
+
+
+def test_init_report_parts(tiny_overrides):
+    cfg = load_config("configs/demo.yaml", tiny_overrides)
+    model = build_model(cfg.model, 4, 13)
+    path_model = model.state_dict()
+    torch.save({"model": {k: v for k, v in path_model.items() if not k.startswith("heads.box")}},
+               "/tmp/_init_test.pt")
+    fresh = build_model(cfg.model, 4, 13)
+    report = init_from_checkpoint(fresh, "/tmp/_init_test.pt")
+    parts = report.parts(report.loaded + report.initialised)
+    assert parts["heads.box"] == "initialised" and parts["backbone"] == "loaded"
+    assert parts["heads.keypoints"] == "loaded"
+
+
+def test_train_heads_selects_trained_and_evaluated_heads(tiny_overrides, tmp_path):
+    t = trainer(tiny_overrides, tmp_path, "train.max_steps=2", "train.heads=[cls,box]")
+    before = {k: v.clone() for k, v in t.model.heads["keypoints"].state_dict().items()}
+    metrics = t.train()
+    assert "keypoints" not in metrics and "bbox" in metrics
+    after = t.model.heads["keypoints"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "loss_kpt" not in lines[0] and "loss_box" in lines[0]
+
+
+def test_freeze_parts(tiny_overrides, tmp_path):
+    t = trainer(tiny_overrides, tmp_path, "train.max_steps=1", "train.freeze=[backbone,box]")
+    assert not any(p.requires_grad for p in t.model.backbone.parameters())
+    assert not any(p.requires_grad for p in t.model.heads["box"].parameters())
+    assert all(p.requires_grad for p in t.model.heads["cls"].parameters())
+    before = {k: v.clone() for k, v in t.model.backbone.state_dict().items()}
+    t.train()
+    assert all(torch.equal(before[k], v) for k, v in t.model.backbone.state_dict().items())
+
+
+def test_diagnostics_and_balancing_are_logged(tiny_overrides, tmp_path):
+    t = trainer(tiny_overrides, tmp_path, "train.max_steps=2", "train.balancing=uncertainty",
+                "train.grad_diagnostics_every=1")
+    t.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if "loss_cls" in x]
+    assert set(steps[0]["balance_weights"]) == {"cls", "box", "keypoints"}
+    assert set(steps[0]["grad_norm"]) == {"cls", "box", "keypoints"}
+    assert set(steps[0]["grad_cosine"]) == {"cls|box", "cls|keypoints", "box|keypoints"}
+    assert all(-1 <= c <= 1 for c in steps[0]["grad_cosine"].values())
+    summary = [x for x in lines if "grad_conflict_summary" in x]
+    assert summary and summary[0]["grad_conflict_summary"]["pairs"]["cls|box"]["samples"] == 2
