@@ -6,6 +6,9 @@ take the top-k of them; then class-aware NMS over all levels together and keep t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms
@@ -106,6 +109,10 @@ def _top_candidates(
     return torch.cat(values, 1), torch.cat(anchors, 1), torch.cat(labels, 1)  # [B, L*k] each
 
 
+PerImage = Callable[[int, Tensor], Tensor]
+"""``(b, anchor_indices [M]) -> [M, ...]``: image b's decoded outputs at those anchors only."""
+
+
 def postprocess(
     scores: Tensor,
     boxes: Tensor,
@@ -138,6 +145,30 @@ def postprocess(
         B `Detections`, sorted by decreasing score; boxes [N, 4], scores [N], labels [N] int64,
         keypoints [N, K, 3] or None.
     """
+    keypoints_of = None if keypoints is None else (lambda b, anchors: keypoints[b, anchors])
+    return postprocess_lazy(
+        scores, lambda b, anchors: boxes[b, anchors], num_anchors_per_level, keypoints_of,
+        image_sizes, score_thresh, topk_per_level, nms_iou, max_detections, class_agnostic,
+        soft_nms_sigma)
+
+
+def postprocess_lazy(
+    scores: Tensor,
+    boxes_of: PerImage,
+    num_anchors_per_level: list[int],
+    keypoints_of: PerImage | None = None,
+    image_sizes: list[tuple[int, int]] | None = None,
+    score_thresh: float = 0.05,
+    topk_per_level: int = 1000,
+    nms_iou: float = 0.5,
+    max_detections: int = 100,
+    class_agnostic: bool = False,
+    soft_nms_sigma: float | None = None,
+) -> list[Detections]:
+    """`postprocess` that decodes only what it keeps: boxes of the pre-NMS candidates
+    (``boxes_of(b, anchors) -> [M, 4]``) and keypoints of the final detections
+    (``keypoints_of(b, anchors) -> [N, K, 3]``), instead of every anchor. Same arguments and
+    results as `postprocess` otherwise."""
     if sum(num_anchors_per_level) != scores.shape[1]:
         raise ValueError(f"num_anchors_per_level sums to {sum(num_anchors_per_level)}, "
                          f"but scores have {scores.shape[1]} anchors")
@@ -147,28 +178,28 @@ def postprocess(
     for b in range(scores.shape[0]):
         valid = values[b] > score_thresh  # [L*k]
         size = None if image_sizes is None else image_sizes[b]
-        img_kpts = None if keypoints is None else keypoints[b]
-        results.append(_select(values[b][valid], anchors[b][valid], labels[b][valid], boxes[b],
-                               img_kpts, size, nms_iou, max_detections, class_agnostic,
-                               soft_nms_sigma, score_thresh))
+        cand_anchors = anchors[b][valid]  # [M]
+        det, keep = _select(values[b][valid], labels[b][valid], boxes_of(b, cand_anchors), size,
+                            nms_iou, max_detections, class_agnostic, soft_nms_sigma, score_thresh)
+        if keypoints_of is not None:
+            det = replace(det, keypoints=keypoints_of(b, cand_anchors[keep]))  # [N, K, 3]
+        results.append(det)
     return results
 
 
 def _select(
     cand_scores: Tensor,
-    cand_anchors: Tensor,
     cand_labels: Tensor,
-    boxes: Tensor,
-    keypoints: Tensor | None,
+    cand_boxes: Tensor,
     image_size: tuple[int, int] | None,
     nms_iou: float,
     max_detections: int,
     class_agnostic: bool,
     soft_nms_sigma: float | None,
     score_thresh: float,
-) -> Detections:
-    """NMS over one image's candidates ([M] scores, anchor indices, labels); boxes [A, 4]."""
-    cand_boxes = boxes[cand_anchors]  # [M, 4]
+) -> tuple[Detections, Tensor]:
+    """NMS over one image's candidates ([M] scores, [M] labels, [M, 4] boxes): the detections
+    (without keypoints) and the indices [N] of the kept candidates."""
     if image_size is not None:
         cand_boxes = clip_boxes_to_image(cand_boxes, image_size)
     if soft_nms_sigma is None:
@@ -178,5 +209,4 @@ def _select(
     else:
         keep, kept_scores = soft_nms_keep(cand_boxes, cand_scores, cand_labels, soft_nms_sigma,
                                           score_thresh, max_detections, class_agnostic)
-    kpts = None if keypoints is None else keypoints[cand_anchors[keep]]  # [N, K, 3]
-    return Detections(cand_boxes[keep], kept_scores, cand_labels[keep], kpts)
+    return Detections(cand_boxes[keep], kept_scores, cand_labels[keep], None), keep

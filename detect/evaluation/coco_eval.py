@@ -98,7 +98,19 @@ def bbox_metrics(
     result = run_cocoeval(gt, predictions, "bbox", backend)
     metrics = _named_stats(BBOX_STATS, result.stats)
     metrics["per_class"] = per_class_ap(result.precision, result.cat_ids, names)
+    metrics["pr_curve"] = pr_curve(result.precision)
     return metrics
+
+
+def pr_curve(precision: np.ndarray) -> dict[str, list[float]]:
+    """Precision at COCO's 101 recall points, IoU (or OKS) 0.5, all areas, the last maxDets,
+    averaged over categories that have ground truth: ``{"recall": [...], "precision": [...]}``."""
+    p = precision[0, :, :, 0, -1]  # [R, K]
+    valid = (p > -1).any(axis=0)  # categories with ground truth
+    mean = p[:, valid].clip(min=0).mean(axis=1) if valid.any() else np.zeros(p.shape[0])
+    recall = np.linspace(0.0, 1.0, p.shape[0])
+    return {"recall": [round(float(r), 4) for r in recall],
+            "precision": [round(float(v), 6) for v in mean]}
 
 
 def per_class_ap(
@@ -125,7 +137,9 @@ def keypoint_metrics(
     results = [p for p in predictions if p["category_id"] in cat_ids]
     _check_keypoint_lengths(predictions, cat_ids, k)
     result = run_cocoeval(_keypoint_gt(gt, cat_ids, k), results, "keypoints", backend, sigmas)
-    return _named_stats(KEYPOINT_STATS, result.stats)
+    metrics = _named_stats(KEYPOINT_STATS, result.stats)
+    metrics["pr_curve"] = pr_curve(result.precision)
+    return metrics
 
 
 def class_agnostic_metrics(gt: dict, predictions: list[dict], backend: Backend) -> dict:

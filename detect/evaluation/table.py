@@ -23,7 +23,7 @@ def format_table(metrics: dict) -> str:
         if head == "classification":
             lines.append(_classification_row(stats))
             continue
-        names = [name for name in stats if name != "per_class"]
+        names = [name for name in stats if name not in ("per_class", "pr_curve")]
         if names != header[: len(names)]:
             header = names
             lines.append(_row("head", header))

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from detect.anchors import AnchorGenerator
 from detect.heads.base import Head, Tower
 from detect.matching import Matcher, match_batch
-from detect.nms import postprocess
+from detect.nms import postprocess_lazy
 from detect.structures import Detections, Target
 
 
@@ -85,16 +85,29 @@ class MultiHeadDetector(nn.Module):
     @torch.no_grad()
     def detect(self, out: HeadOutputs, image_sizes: list[tuple[int, int]] | None,
                params: PostprocessParams = PostprocessParams()) -> list[Detections]:
-        """Decode every head and post-process into per-image detections (transformed pixels)."""
+        """Decode every head and post-process into per-image detections (transformed pixels).
+
+        Scores are decoded everywhere (the top-k needs them); boxes only for the pre-NMS
+        candidates and keypoints only for the final detections.
+        """
         device = out.preds["cls"].device
-        anchors = self.anchors(out.feature_sizes, device)
+        anchors = self.anchors(out.feature_sizes, device)  # [A, 4]
         scores = self.heads["cls"].decode(out.preds["cls"], anchors)  # [B, A, C]
-        boxes = self.heads["box"].decode(out.preds["box"], anchors)  # [B, A, 4]
-        kpts = None
+        box_head, box_pred = self.heads["box"], out.preds["box"]
+
+        def boxes_of(b: int, idx: Tensor) -> Tensor:
+            return box_head.decode(box_pred[b, idx], anchors[idx])  # [M, 4]
+
+        keypoints_of = None
         if "keypoints" in self.heads:
-            kpts = self.heads["keypoints"].decode(out.preds["keypoints"], anchors)  # [B, A, K, 3]
-        return postprocess(
-            scores, boxes, self.anchor_generator.num_anchors_per_level(out.feature_sizes), kpts,
-            image_sizes, score_thresh=params.score_thresh, topk_per_level=params.topk_per_level,
-            nms_iou=params.nms_iou, max_detections=params.max_detections,
-            class_agnostic=params.class_agnostic, soft_nms_sigma=params.soft_nms_sigma)
+            kpt_head, kpt_pred = self.heads["keypoints"], out.preds["keypoints"]
+
+            def keypoints_of(b: int, idx: Tensor) -> Tensor:
+                return kpt_head.decode(kpt_pred[b, idx][None], anchors[idx])[0]  # [N, K, 3]
+
+        return postprocess_lazy(
+            scores, boxes_of, self.anchor_generator.num_anchors_per_level(out.feature_sizes),
+            keypoints_of, image_sizes, score_thresh=params.score_thresh,
+            topk_per_level=params.topk_per_level, nms_iou=params.nms_iou,
+            max_detections=params.max_detections, class_agnostic=params.class_agnostic,
+            soft_nms_sigma=params.soft_nms_sigma)

@@ -112,9 +112,18 @@ def evaluated(val_gt: dict, predictions: list[dict]) -> dict[str, dict]:
 
 
 def _flatten(head: dict) -> dict[str, float]:
-    flat = {k: v for k, v in head.items() if k != "per_class"}
+    flat = {k: v for k, v in head.items() if k not in ("per_class", "pr_curve")}
     flat.update({f"per_class/{k}": v for k, v in head.get("per_class", {}).items()})
     return flat
+
+
+def test_pr_curve_matches_cocoeval_precision(evaluated: dict, expected: dict) -> None:
+    """The PR curve is COCOeval's precision at IoU 0.5 (area all, 100 dets) averaged over classes;
+    AP50 is its mean over the 101 recall points (for classes with ground truth)."""
+    curve = evaluated["pycocotools"]["bbox"]["pr_curve"]
+    assert len(curve["recall"]) == len(curve["precision"]) == 101
+    assert curve["recall"][0] == 0.0 and curve["recall"][-1] == 1.0
+    assert np.mean(curve["precision"]) == pytest.approx(expected["bbox"]["AP50"], abs=1e-5)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -182,6 +191,7 @@ def test_empty_predictions_give_zeros(backend: str, val_gt: dict) -> None:
     assert set(metrics) == {"bbox", "keypoints", "box_class_agnostic", "classification"}
     for head in ("bbox", "keypoints", "box_class_agnostic"):
         assert set(_flatten(metrics[head]).values()) == {0.0}, head
+    assert set(metrics["bbox"]["pr_curve"]["precision"]) == {0.0}
     assert metrics["classification"] == {"accuracy_on_matched": 0.0, "num_matched": 0}
 
 

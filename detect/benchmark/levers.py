@@ -1,0 +1,134 @@
+"""``levers`` suite: each speed lever of our model measured alone, ours with it against ours
+without it (same weights, same input, interleaved). Ratio = time without / time with: > 1 means
+the lever pays.
+
+Levers: frozen BatchNorm folded into the convolutions (`detect.models.fold`), channels_last
+memory (`MultiHeadDetector.channels_last`) and lazy decoding (`MultiHeadDetector.detect` decodes
+boxes of the pre-NMS candidates and keypoints of the final detections only, instead of every
+anchor).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from detect.benchmark import peers
+from detect.benchmark.common import Options, Row, setup, speed_row, time_interleaved
+from detect.benchmark.training import ours_step, synthetic_batch
+from detect.config import load_config
+from detect.models.backbone import build_backbone
+from detect.models.detector import MultiHeadDetector
+from detect.nms import postprocess
+
+LIGHT = "configs/light_lite0_coco.yaml"
+RETINANET = "configs/retinanet_r50_fpn_coco.yaml"
+ATSS_KEYPOINTS = "configs/atss_r50_fpn_coco_keypoints.yaml"
+
+
+def unfolded(model: MultiHeadDetector, config: str) -> MultiHeadDetector:
+    """A copy of ``model`` whose backbone applies its frozen BatchNorm separately (same weights)."""
+    b = load_config(config).model.backbone
+    other = copy.deepcopy(model)
+    backbone = build_backbone(b.name, None, b.freeze_bn, b.frozen_stages, fold_bn=False)
+    backbone.load_state_dict(model.backbone.state_dict())
+    other.backbone = backbone.to(memory_format=torch.channels_last)
+    return other
+
+
+def contiguous(model: MultiHeadDetector) -> MultiHeadDetector:
+    """A copy of ``model`` running in NCHW (contiguous) memory instead of channels_last."""
+    other = copy.deepcopy(model)
+    other.channels_last = False
+    return other.to(memory_format=torch.contiguous_format)
+
+
+def _lever_row(name: str, with_lever: Callable[[], object], without: Callable[[], object],
+               repeats: int, note: str = "") -> Row:
+    times = time_interleaved({"ours": with_lever, "peer": without}, repeats)
+    row = speed_row("levers", name, times, note=note)
+    row.ratio_is = "without / with lever time"
+    return row
+
+
+def _train_rows(opts: Options, config: str, label: str, size: int, batch_size: int,
+                num_keypoints: int) -> list[Row]:
+    det = peers.ours(config, size, num_keypoints, "prior")
+    batch = synthetic_batch(batch_size, size)
+    heads = ("cls", "box") if not num_keypoints else ("cls", "box", "keypoints")
+    if num_keypoints:  # every object gets K labelled keypoints inside its box
+        for t in batch.targets:
+            centre = (t.boxes[:, None, :2] + t.boxes[:, None, 2:]) / 2  # [N, 1, 2]
+            spread = torch.rand(len(t.boxes), num_keypoints, 2) - 0.5  # [N, K, 2]
+            xy = centre + spread * (t.boxes[:, None, 2:] - t.boxes[:, None, :2])
+            t.keypoints = torch.cat([xy, torch.full_like(xy[..., :1], 2.0)], -1)  # [N, K, 3]
+    model = det.model
+    step = ours_step(model, batch, heads)
+    no_fold = ours_step(unfolded(model, config), batch, heads)
+    nchw = ours_step(contiguous(model), batch, heads)
+    repeats = opts.rounds(5, 2)
+    return [_lever_row(f"fold BN, {label} train b{batch_size} {size}", step, no_fold, repeats),
+            _lever_row(f"channels_last, {label} train b{batch_size} {size}", step, nchw, repeats)]
+
+
+def _infer_rows(opts: Options, config: str, label: str, size: int, num_keypoints: int) -> list[Row]:
+    det = peers.ours(config, size, num_keypoints, "dense")
+    image = peers.source_image()
+    other = copy.copy(det)
+    other.model = unfolded(det.model, config).eval()
+    flat = copy.copy(det)
+    flat.model = contiguous(det.model).eval()
+    repeats = opts.rounds(7, 2)
+    return [_lever_row(f"fold BN, {label} infer {size}", lambda: det.predict(image),
+                       lambda: other.predict(image), repeats),
+            _lever_row(f"channels_last, {label} infer {size}", lambda: det.predict(image),
+                       lambda: flat.predict(image), repeats)]
+
+
+def decode_all(model: MultiHeadDetector, out, image_sizes, params) -> list:
+    """The eager alternative to `MultiHeadDetector.detect`: decode every anchor, then select."""
+    anchors = model.anchors(out.feature_sizes, out.preds["cls"].device)
+    scores = model.heads["cls"].decode(out.preds["cls"], anchors)  # [B, A, C]
+    boxes = model.heads["box"].decode(out.preds["box"], anchors)  # [B, A, 4]
+    kpts = None
+    if "keypoints" in model.heads:
+        kpts = model.heads["keypoints"].decode(out.preds["keypoints"], anchors)  # [B, A, K, 3]
+    return postprocess(scores, boxes, model.anchor_generator.num_anchors_per_level(out.feature_sizes),
+                       kpts, image_sizes, params.score_thresh, params.topk_per_level,
+                       params.nms_iou, params.max_detections, params.class_agnostic,
+                       params.soft_nms_sigma)
+
+
+def _decode_row(opts: Options, config: str, label: str, size: int, num_keypoints: int) -> Row:
+    det = peers.ours(config, size, num_keypoints, "dense")
+    model = det.model
+    rgb = np.ascontiguousarray(peers.source_image(size)[..., ::-1])
+    with torch.inference_mode():
+        out = model(torch.from_numpy(rgb).permute(2, 0, 1)[None])
+    sizes = [(size, size)]
+
+    @torch.inference_mode()
+    def lazy() -> None:
+        model.detect(out, sizes, det.params)
+
+    @torch.inference_mode()
+    def eager() -> None:
+        decode_all(model, out, sizes, det.params)
+
+    return _lever_row(f"lazy decode, {label} {size} (post-processing only)", lazy, eager,
+                      opts.rounds(15, 3), "network excluded: decoding + NMS of one image")
+
+
+def levers(opts: Options) -> list[Row]:
+    setup(opts)
+    r50_train, r50_infer = (256, 320) if opts.quick else (512, 640)
+    light_train = 320
+    rows = _train_rows(opts, LIGHT, "light", light_train, 8, 17)
+    rows += _infer_rows(opts, LIGHT, "light", 320, 17)
+    rows += _train_rows(opts, RETINANET, "r50 retinanet", r50_train, 4, 0)
+    rows += _infer_rows(opts, RETINANET, "r50 retinanet", r50_infer, 0)
+    rows.append(_decode_row(opts, ATSS_KEYPOINTS, "atss r50 kpt", r50_infer, 17))
+    rows.append(_decode_row(opts, LIGHT, "light", 320, 17))
+    return rows
