@@ -3,22 +3,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
-from detect.config import Config, config_from_dict, keypoint_sigmas, load_config
+from detect.config import Config, keypoint_sigmas, load_config
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import read_image
 from detect.data.transforms import Sample, letterbox
-from detect.engine.checkpoint import CheckpointError, load_checkpoint
+from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, stored_config
 from detect.engine.trainer import postprocess_params
 from detect.models.build import build_model
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Detections
 
 ImageInput = str | Path | np.ndarray
+
+if TYPE_CHECKING:
+    from detect.export.runtime import ExportedDetector
 
 
 @dataclass
@@ -51,17 +54,21 @@ class Detector:
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
                         use_ema: bool = True) -> "Detector":
         ckpt = load_checkpoint(path, map_location="cpu")
-        cfg = config_from_dict(ckpt["config"], str(path))
+        cfg = stored_config(ckpt, path)
         categories = CategoryMap.from_dict(ckpt["categories"])
         kmeta = _keypoint_meta(ckpt.get("keypoints"))
-        model = build_model(_no_pretrained(cfg).model, categories.num_classes,
-                            cfg.model.heads.num_keypoints)
-        weights = ckpt["ema"]["module"] if use_ema and ckpt.get("ema") else ckpt["model"]
+        k = cfg.model.heads.num_keypoints
+        if k and (kmeta is None or kmeta.num_keypoints != k):
+            have = 0 if kmeta is None else kmeta.num_keypoints
+            raise CheckpointError(f"{path}: its config has {k} keypoints but it names {have}")
+        model = build_model(_no_pretrained(cfg).model, categories.num_classes, k)
+        ema = ckpt.get("ema")
+        weights = ema.get("module") if use_ema and isinstance(ema, dict) else ckpt["model"]
         try:
-            model.load_state_dict(weights)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not fit the architecture in its config "
-                                  f"({str(e).splitlines()[0][:200]})") from None
+            load_weights(model, weights, path)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e} (built from the checkpoint's config, "
+                                  f"{categories.num_classes} classes and {k} keypoints)") from None
         return cls(model, cfg, categories, kmeta, device)
 
     @classmethod
@@ -78,6 +85,19 @@ class Detector:
         k = cfg.model.heads.num_keypoints
         kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k))) if k else None
         return cls(build_model(cfg.model, n, k), cfg, cmap, kmeta, device)
+
+    # --- export: exported graphs with the same predict() API (detect/export, docs/EXPORT.md) ---
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int | None = None) -> "ExportedDetector":
+        """An ONNX file written by tools/export.py, run with onnxruntime on the CPU."""
+        from detect.export.runtime import ExportedDetector
+        return ExportedDetector.from_onnx(path, threads)
+
+    @property
+    def max_pixels(self) -> int:
+        """Images larger than this are refused when read from files."""
+        return self.cfg.data.max_pixels
+    # --- end export ---
 
     def _load(self, image: ImageInput) -> np.ndarray:
         if isinstance(image, np.ndarray):

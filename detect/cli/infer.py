@@ -1,6 +1,7 @@
 """detect-infer / tools/infer.py: run a checkpoint on images, write COCO results and drawings.
 
     python tools/infer.py --checkpoint CKPT --source PATH [PATH ...] --out DIR
+    python tools/infer.py --onnx MODEL.onnx --source PATH [PATH ...] --out DIR   (same outputs)
         [--score-thresh T] [--device cpu|cuda] [--batch N] [--strict] [--no-vis]
 
 Sources are image files, folders (not recursive) and globs. Non-image files are skipped with a
@@ -25,7 +26,9 @@ from detect.engine.checkpoint import atomic_write_text
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run a trained detector on images.")
-    p.add_argument("--checkpoint", required=True)
+    model = p.add_mutually_exclusive_group(required=True)  # export: --onnx (docs/EXPORT.md)
+    model.add_argument("--checkpoint")
+    model.add_argument("--onnx", help="an ONNX file from tools/export.py, run with onnxruntime")
     p.add_argument("--source", nargs="+", required=True, help="image files, folders or globs")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--score-thresh", type=float, default=None)
@@ -65,7 +68,10 @@ def collect_sources(sources: list[str]) -> tuple[list[Path], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from detect.api import Detector
-    det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    if args.onnx:  # export: the graph's own device (onnxruntime on the CPU)
+        det = Detector.from_onnx(args.onnx)
+    else:
+        det = Detector.from_checkpoint(args.checkpoint, device=args.device)
     if args.score_thresh is not None:
         det.params = replace(det.params, score_thresh=args.score_thresh)
     paths, notes = collect_sources(args.source)
@@ -89,7 +95,7 @@ def run(det, paths: list[Path], args: argparse.Namespace, out: Path) -> tuple[li
         chunk, images = [], []
         for p in paths[start:start + args.batch]:
             try:
-                images.append(read_image(p, det.cfg.data.max_pixels)[..., ::-1].copy())
+                images.append(read_image(p, det.max_pixels)[..., ::-1].copy())
                 chunk.append(p)
             except ImageError as e:
                 bad.append(str(e))

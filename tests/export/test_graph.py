@@ -1,0 +1,73 @@
+"""`ExportGraph` in eager mode against `MultiHeadDetector.detect`, and `nms_reference` by hand."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from detect.api import Detector
+from detect.config import ConfigError
+from detect.export.graph import ExportGraph, nms_reference
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def det(tiny_model) -> Detector:
+    return Detector.from_config("configs/demo.yaml", tiny_model + [f"data.image_size={SIZE}"],
+                                categories=["a", "b", "c"])
+
+
+def test_nms_reference_by_hand():
+    boxes = torch.tensor([[[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 9]]],
+                         dtype=torch.float32)  # [1, 4, 4]: 0, 1 and 3 overlap (IoU > 0.8)
+    scores = torch.tensor([[[0.9, 0.8, 0.7, 0.0],  # class 0: box 1 suppressed by box 0
+                            [0.0, 0.6, 0.0, 0.5]]])  # class 1: box 3 suppressed by box 1
+    sel = nms_reference(boxes, scores, max_per_class=10, iou=0.5, score_thresh=0.05)
+    assert sorted(sel.tolist()) == [[0, 0, 0], [0, 0, 2], [0, 1, 1]]
+    capped = nms_reference(boxes, scores, max_per_class=1, iou=0.5, score_thresh=0.05)
+    assert sorted(capped.tolist()) == [[0, 0, 0], [0, 1, 1]]  # the best of each class
+    none = nms_reference(boxes, scores, max_per_class=10, iou=0.5, score_thresh=0.95)
+    assert none.shape == (0, 3)
+
+
+def _eager(det: Detector, images: torch.Tensor, params) -> list:
+    with torch.no_grad():
+        return det.model.detect(det.model(images), [(SIZE, SIZE)] * len(images), params)
+
+
+@pytest.mark.parametrize("nms_op, class_agnostic", [("onnx", False), ("torch", True)])
+def test_graph_equals_detect(det, nms_op, class_agnostic):
+    """Per-level top-k binding (20 of each level), many candidates, both NMS variants."""
+    params = replace(det.params, score_thresh=0.0, topk_per_level=20, max_detections=30,
+                     class_agnostic=class_agnostic)
+    graph = ExportGraph(det.model, SIZE, params, (5, 6, 9), nms_op)
+    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        boxes, scores, labels, num, kpts = graph(images)
+    assert boxes.shape == (2, 30, 4) and kpts.shape == (2, 30, 13, 3) and num.shape == (2,)
+    for b, d in enumerate(_eager(det, images, params)):
+        n = int(num[b])
+        assert n == len(d) > 0
+        torch.testing.assert_close(scores[b, :n], d.scores)
+        torch.testing.assert_close(boxes[b, :n], d.boxes)
+        assert labels[b, :n].tolist() == [(5, 6, 9)[i] for i in d.labels]
+        torch.testing.assert_close(kpts[b, :n], d.keypoints)
+
+
+def test_fewer_candidates_than_max_detections_are_padded(det):
+    params = replace(det.params, score_thresh=0.0, topk_per_level=2, max_detections=50)
+    graph = ExportGraph(det.model, SIZE, params, (1, 2, 3))
+    assert graph.num_candidates == 2 * len(graph.per_level)
+    images = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8)
+    with torch.no_grad():
+        boxes, scores, labels, num, kpts = graph(images)
+    n = int(num[0])
+    assert 0 < n <= graph.num_candidates and boxes.shape == (1, 50, 4)
+    assert (labels[0, n:] == -1).all() and not scores[0, n:].any() and not kpts[0, n:].any()
+    assert len(_eager(det, images, params)[0]) == n
+
+
+def test_soft_nms_cannot_be_exported(det):
+    with pytest.raises(ConfigError, match="soft_nms_sigma"):
+        ExportGraph(det.model, SIZE, replace(det.params, soft_nms_sigma=0.5), (1, 2, 3))
