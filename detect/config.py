@@ -184,8 +184,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     """Build a `Config` from a plain nested dict (e.g. one stored in a checkpoint)."""
     _check_keys(raw, Config, source)
-    cfg = _build(Config, raw, "", {})
-    _validate(cfg, {})
+    origin = {"": source}  # every error names the source
+    cfg = _build(Config, raw, "", origin)
+    _validate(cfg, origin)
     return cfg
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from detect.boxes import box_centers, box_ioa, box_iou, centers_inside
+from detect.distributed import loss_normalizers
 from detect.structures import Matches, Target
 
 
@@ -236,7 +237,8 @@ def match_batch(
         `Matches` with matched [B, A], boxes [B, A, 4] (0 where not positive), labels [B, A]
         (-1 where not positive), keypoints [B, A, K, 3] or None (None when no target has keypoints;
         zeros for anchors that are not positive or images without keypoints), areas [B, A]
-        (1 where not positive).
+        (1 where not positive), and the loss normalisers (numbers of positives; under DDP
+        summed over the ranks, see `detect.distributed`: every rank must call this per batch).
     """
     dev = anchors.device
     matched = torch.stack(
@@ -246,7 +248,10 @@ def match_batch(
     labels = torch.stack([_gather(t.labels.to(dev, torch.int64), m, -1) for t, m in zip(targets, matched)])  # [B, A]
     areas = torch.stack([_gather(_areas(t).to(anchors), m, 1.0) for t, m in zip(targets, matched)])  # [B, A]
     keypoints = _gather_keypoints(targets, matched, dev)
-    return Matches(anchors, matched, boxes, labels, keypoints, areas)
+    m = Matches(anchors, matched, boxes, labels, keypoints, areas)
+    counts = torch.stack([m.positive.sum(), m.keypoint_positive.sum()])
+    m.num_positive, m.num_keypoint_positive = loss_normalizers(counts)  # over DDP ranks
+    return m
 
 
 def _areas(target: Target) -> Tensor:

@@ -107,6 +107,11 @@ class Matches:
         labels: [B, A] matched labels (-1 where not positive).
         keypoints: [B, A, K, 3] matched keypoints, or None when the batch has none.
         areas: [B, A] matched object areas in transformed pixels (for OKS; 1 where not positive).
+        num_positive: scalar float, the loss normaliser of the classification and box heads: the
+            number of positives in the batch, at least 1. `match_batch` sets it; under DDP it
+            is the count over every rank's batch divided by the number of ranks
+            (`detect.distributed.loss_normalizers`).
+        num_keypoint_positive: the same for `keypoint_positive` (the keypoint head's normaliser).
     """
 
     BACKGROUND = -1
@@ -118,6 +123,14 @@ class Matches:
     labels: Tensor
     keypoints: Tensor | None
     areas: Tensor
+    num_positive: Tensor | None = None
+    num_keypoint_positive: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_positive is None:  # this batch alone
+            self.num_positive = self.positive.sum().clamp(min=1).float()
+        if self.num_keypoint_positive is None:
+            self.num_keypoint_positive = self.keypoint_positive.sum().clamp(min=1).float()
 
     @property
     def positive(self) -> Tensor:
@@ -125,14 +138,16 @@ class Matches:
         return self.matched >= 0
 
     @property
+    def keypoint_positive(self) -> Tensor:
+        """[B, A] bool: positives whose object has at least one labelled keypoint."""
+        if self.keypoints is None:
+            return torch.zeros_like(self.positive)
+        return self.positive & (self.keypoints[..., 2] > 0).any(-1)
+
+    @property
     def valid(self) -> Tensor:
         """[B, A] bool: positive or background (anchors that take part in classification)."""
         return self.matched != self.IGNORED
-
-    @property
-    def num_positive(self) -> Tensor:
-        """Scalar float: number of positives in the batch, at least 1 (the loss normaliser)."""
-        return self.positive.sum().clamp(min=1).float()
 
 
 @dataclass

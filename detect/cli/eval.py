@@ -7,7 +7,8 @@
         [--device cpu|cuda] [--batch N] [--save-predictions predictions.json]
 
 With ``--checkpoint`` the model predicts every image of the annotation files (read and resized
-as in training's validation) and keypoint sigmas come from the checkpoint.
+as in training's validation) and keypoint sigmas come from the checkpoint. Images that cannot be
+read are listed on stderr (``skipped image: <file>: <reason>``) and their objects count as missed.
 
 Prints a per-head table; ``--out`` writes the metrics dict as JSON (atomically). User errors
 print one line ``error: <file>: <problem>`` to stderr and exit with status 2.
@@ -105,9 +106,12 @@ def predict_with_checkpoint(args: argparse.Namespace) -> list[dict]:
             args.kpt_sigmas = list(det.sigmas)
         loader = build_loader(ds, args.batch, EpochSampler(len(ds), False), 0,
                               det.cfg.data.size_divisor)
-        preds = predict_coco(det.model, loader, det.params, det.categories, det.device)
+        skipped: list[str] = []
+        preds = predict_coco(det.model, loader, det.params, det.categories, det.device, skipped)
     except USER_ERRORS as e:
         raise CliError(str(e)) from None
+    for line in skipped:  # their objects count as missed
+        print(f"skipped image: {line}", file=sys.stderr)
     if args.save_predictions is not None:
         write_json_atomic(args.save_predictions, preds)
     args.predictions = args.checkpoint

@@ -21,6 +21,9 @@ def build_dataset(cfg: DataConfig, split: SplitConfig, train: bool, seed: int = 
     ds = CocoDetection.from_files(split.images, split.annotations, ValTransform(cfg.image_size),
                                   keep_empty=cfg.keep_empty or not train, flip_pairs=cfg.flip_pairs,
                                   max_pixels=cfg.max_pixels, seed=seed)
+    if dropped := ds.ann.dropped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items()))
+        print(f"warning: {name}: dropped {sum(dropped.values())} box(es): {reasons}")
     if cfg.check_images:
         for problem in ds.check_images(drop_unreadable=cfg.on_bad_image == "skip"):
             print(f"warning: {name}: skipping unreadable image: {problem}")

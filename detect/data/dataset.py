@@ -23,8 +23,15 @@ Transform = Callable[[Sample, np.random.Generator], Sample]
 
 @dataclass
 class BadImage:
+    """An image that could not be read; ``reason`` does not repeat the path."""
+
     path: str
     reason: str
+
+    @classmethod
+    def from_message(cls, path: Path, message: str) -> "BadImage":
+        """From an error message that starts with "<path>: "."""
+        return cls(str(path), message.removeprefix(f"{path}: "))
 
 
 class CocoDetection(Dataset):
@@ -93,10 +100,10 @@ class CocoDetection(Dataset):
         try:
             image = read_image(path, self.max_pixels)
         except ImageError as e:
-            return BadImage(str(path), str(e))
+            return BadImage.from_message(path, str(e))
         h, w = image.shape[:2]
         if (w, h) != (rec.width, rec.height):
-            return BadImage(str(path), _size_mismatch(path, w, h, rec))
+            return BadImage.from_message(path, _size_mismatch(path, w, h, rec))
         sample = Sample(image=image, boxes=rec.boxes.copy(), labels=rec.labels.copy(),
                         keypoints=None if rec.keypoints is None else rec.keypoints.copy(),
                         ignore_boxes=rec.ignore_boxes.copy(), image_id=rec.id, orig_size=(h, w))

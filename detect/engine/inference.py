@@ -14,10 +14,15 @@ from detect.structures import Detections, Target
 
 @torch.inference_mode()
 def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
-                    device: torch.device) -> Iterator[tuple[Target, Detections]]:
-    """Yield (target, detections in original-image pixels) for every image of ``loader``."""
+                    device: torch.device,
+                    skipped: list[str] | None = None) -> Iterator[tuple[Target, Detections]]:
+    """Yield (target, detections in original-image pixels) for every readable image of
+    ``loader``; images it could not read are appended to ``skipped`` as "path: reason" (the
+    caller reports them: their objects count as missed in any evaluation)."""
     model.eval()
     for batch in loader:
+        if skipped is not None:
+            skipped += batch.skipped
         if batch.images.shape[0] == 0:
             continue
         out = model(batch.images.to(device))
@@ -49,9 +54,11 @@ def detections_to_coco(det: Detections, image_id: int, categories: CategoryMap) 
 
 
 def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
-                 categories: CategoryMap, device: torch.device) -> list[dict]:
+                 categories: CategoryMap, device: torch.device,
+                 skipped: list[str] | None = None) -> list[dict]:
+    """COCO results for every readable image of ``loader`` (unreadable ones go to ``skipped``)."""
     results: list[dict] = []
-    for t, det in predict_batches(model, loader, params, device):
+    for t, det in predict_batches(model, loader, params, device, skipped):
         results += detections_to_coco(det, t.image_id, categories)
     return results
 
@@ -59,9 +66,11 @@ def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: Postproce
 def evaluate_model(model: MultiHeadDetector, loader: DataLoader, gt: dict, categories: CategoryMap,
                    params: PostprocessParams, device: torch.device,
                    kpt_sigmas: tuple[float, ...] | None = None,
-                   backend: str = "faster") -> tuple[dict, list[dict]]:
-    """Per-head COCO metrics of ``model`` on ``loader`` (and the predictions)."""
-    preds = predict_coco(model, loader, params, categories, device)
+                   backend: str = "faster",
+                   skipped: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """Per-head COCO metrics of ``model`` on ``loader`` (and the predictions); unreadable images
+    are appended to ``skipped``."""
+    preds = predict_coco(model, loader, params, categories, device, skipped)
     has_kpts = "keypoints" in model.heads and any(c.get("keypoints") for c in gt["categories"])
     names = dict(zip(categories.ids, categories.names))
     metrics = evaluate(gt, preds, backend=backend, kpt_sigmas=(kpt_sigmas or None) if has_kpts else None,

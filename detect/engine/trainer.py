@@ -20,10 +20,11 @@ from torch import nn
 from tqdm import tqdm
 
 from detect.balancing import build_balancer, head_totals
-from detect.config import Config, config_from_dict, config_to_dict, keypoint_sigmas, save_config
+from detect.config import Config, config_to_dict, keypoint_sigmas, save_config
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.build import EpochSampler, build_dataset, build_loader
-from detect.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detect.engine.checkpoint import (CheckpointError, load_checkpoint, load_weights,
+                                      save_checkpoint, stored_config)
 from detect.engine.ema import ModelEMA
 from detect.engine.grad_diagnostics import ConflictSummary, head_gradient_stats
 from detect.engine.inference import evaluate_model
@@ -33,6 +34,7 @@ from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
 from detect.models.build import build_model
 from detect.models.detector import MultiHeadDetector, PostprocessParams
+from detect.structures import Batch
 
 
 class TrainingError(RuntimeError):
@@ -193,8 +195,16 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
-        _check_compatible(ckpt, self.cfg, self.categories, path)
-        self.model.load_state_dict(ckpt["model"])
+        _check_compatible(ckpt, self.cfg, self.categories, self.kmeta, path)
+        load_weights(self.model, ckpt["model"], path)
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: its training state does not fit this run "
+                                  f"({type(e).__name__}: {_first_line(e)})") from None
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        """Everything but the model weights: EMA, optimiser, schedule, progress, RNG."""
         if self.ema is not None and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -229,6 +239,7 @@ class Trainer:
         bar.close()
         if s.step < self.total_steps:  # stopped early on request
             self.save("last.pt")
+            self._report_skipped()
             _cleanup_distributed()
             return {}
         metrics = self.evaluate_and_save()
@@ -237,12 +248,22 @@ class Trainer:
             summary = self.conflicts.summary()
             self.logger.log({"step": s.step, "grad_conflict_summary": summary})
             tqdm.write(_format_conflicts(summary))
-        if self.skipped and self.rank == 0:
-            print(f"skipped {len(self.skipped)} unreadable image(s):")
-            for line in sorted(set(self.skipped)):
-                print(f"  {line}")
+        self._report_skipped()
         _cleanup_distributed()
         return metrics
+
+    def _report_skipped(self) -> None:
+        """Rank 0 lists the images every rank could not read during training."""
+        skipped = self.skipped
+        if self.world > 1:
+            every: list[list[str] | None] = [None] * self.world
+            dist.all_gather_object(every, self.skipped)
+            skipped = [line for part in every for line in part or []]
+        if skipped and self.rank == 0:
+            unique = sorted(set(skipped))
+            print(f"skipped {len(unique)} unreadable image(s) ({len(skipped)} time(s) in all):")
+            for line in unique:
+                print(f"  {line}")
 
     def _train_epoch(self, bar: tqdm) -> None:
         cfg, s = self.cfg, self.state
@@ -255,10 +276,10 @@ class Trainer:
             if batch.skipped and cfg.data.on_bad_image == "error":
                 raise TrainingError(f"unreadable image at step {s.step + 1}: {batch.skipped[0]}")
             self.skipped += batch.skipped
-            if not batch.targets:
+            s.batch_in_epoch += 1  # consumed, even when left out: --resume restarts after it
+            if self._no_image_on_some_rank(batch):
                 continue
             losses = self._forward_backward(model, batch)
-            s.batch_in_epoch += 1
             batches += 1
             images += len(batch.targets)
             for k, v in losses.items():
@@ -275,7 +296,16 @@ class Trainer:
             if s.step >= self.end_step:
                 return
 
-    def _forward_backward(self, model: nn.Module, batch) -> dict[str, float]:
+    def _no_image_on_some_rank(self, batch: Batch) -> bool:
+        """Whether a rank (this one, or another under DDP) could read no image of its batch:
+        then every rank leaves this batch out, since DDP needs the same backward passes on all
+        ranks; only unreadable images can cause it, and they are listed at the end."""
+        empty = torch.tensor([float(not batch.targets)], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(empty, op=dist.ReduceOp.MAX)
+        return bool(empty.item())
+
+    def _forward_backward(self, model: nn.Module, batch: Batch) -> dict[str, float]:
         batch = batch.to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None):
@@ -338,9 +368,12 @@ class Trainer:
                               EpochSampler(len(self.val_ds), False), self.cfg.data.workers,
                               self.cfg.data.size_divisor)
         sigmas = keypoint_sigmas(self.cfg.model.heads) or None
+        skipped: list[str] = []
         metrics, _ = evaluate_model(self.eval_model(), loader, self.val_ds.ann.gt, self.categories,
                                     postprocess_params(self.cfg), self.device, sigmas,
-                                    self.cfg.train.eval_backend)
+                                    self.cfg.train.eval_backend, skipped=skipped)
+        for line in skipped:  # their objects count as missed
+            tqdm.write(f"warning: data.val: unreadable image left out of the evaluation: {line}")
         metrics = {h: m for h, m in metrics.items() if _head_of_metric(h) in self.heads}
         self.model.train()
         self.logger.log({"step": self.state.step, "epoch": self.state.epoch, "eval": metrics})
@@ -418,17 +451,45 @@ def _build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
             return torch.optim.AdamW(groups, lr=t.lr)
 
 
-def _check_compatible(ckpt: dict, cfg: Config, categories: CategoryMap, path: Path) -> None:
-    if CategoryMap.from_dict(ckpt["categories"]) != categories:
-        raise CheckpointError(f"{path}: the checkpoint's classes differ from the training data's")
-    old = config_from_dict(ckpt["config"], str(path))
+def _check_compatible(ckpt: dict, cfg: Config, categories: CategoryMap,
+                      kmeta: KeypointMeta | None, path: Path) -> None:
+    """Resuming needs the same classes, keypoints and model; other changes are warned about."""
+    old = stored_config(ckpt, path)
+    old_cats = CategoryMap.from_dict(ckpt["categories"])
+    if old_cats != categories:
+        raise CheckpointError(
+            f"{path}: the checkpoint's classes differ from the training data's "
+            f"({old_cats.num_classes} vs {categories.num_classes}: {list(old_cats.names)[:5]} vs "
+            f"{list(categories.names)[:5]})")
+    old_kpts = (ckpt.get("keypoints") or {}).get("names")
+    if old_kpts is not None and kmeta is not None and tuple(old_kpts) != kmeta.names:
+        raise CheckpointError(f"{path}: the checkpoint's keypoints {old_kpts} differ from the "
+                              f"training data's {list(kmeta.names)}")
     if old.model != cfg.model:
-        raise CheckpointError(f"{path}: the checkpoint's model config differs from this config")
+        diff = ", ".join(_config_diff(old.model, cfg.model, "model"))
+        raise CheckpointError(f"{path}: the checkpoint's model config differs from this config "
+                              f"({diff})")
     if old.train.seed != cfg.train.seed:
         print(f"warning: resuming {path} with train.seed {cfg.train.seed} (was {old.train.seed}):"
               " the run will not repeat the original")
     if old != cfg:
-        print(f"warning: resuming {path} with a config that differs from the checkpoint's")
+        print(f"warning: resuming {path} with a config that differs from the checkpoint's: "
+              + ", ".join(_config_diff(old, cfg)))
+
+
+def _config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs."""
+    a, b = config_to_dict(old), config_to_dict(new)
+
+    def walk(x: Any, y: Any, key: str) -> list[str]:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [d for k in x for d in walk(x[k], y.get(k), f"{key}.{k}" if key else k)]
+        return [] if x == y else [f"{key}: {x!r} -> {y!r}"]
+    return walk(a, b, prefix)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
 
 
 def _local_rank() -> int:

@@ -17,8 +17,9 @@ from detect.structures import Matches
 class KeypointHead(Head):
     """pred [B, A, K*3]: (dx, dy) per keypoint then K visibility logits.
 
-    Losses (divided by the number of contributing positives, at least 1): ``loss_kpt``
-    (1 - OKS with per-keypoint ``sigmas`` and the matched box area as scale), ``loss_kpt_l1``
+    Losses (divided by the number of contributing positives, at least 1:
+    `Matches.num_keypoint_positive`): ``loss_kpt`` (1 - OKS with per-keypoint ``sigmas`` and the
+    matched box area as scale), ``loss_kpt_l1``
     (mean L1 distance of labelled keypoints divided by sqrt(area), times ``l1_weight``) and
     ``loss_kpt_vis`` (BCE of "labelled" on every keypoint). With no contributing positive all are
     ``0 * pred.sum()``: zero, finite, and still connected to the graph.
@@ -46,8 +47,7 @@ class KeypointHead(Head):
         empty = {"loss_kpt": zero, "loss_kpt_l1": zero, "loss_kpt_vis": zero}
         if matches.keypoints is None:
             return empty
-        labelled = matches.keypoints[..., 2] > 0  # [B, A, K]
-        use = matches.positive & labelled.any(-1)  # [B, A]
+        use = matches.keypoint_positive  # [B, A]
         if not bool(use.any()):
             return empty
         offsets, vis_logits = self._split(pred[use].float())  # [P, K, 2], [P, K]
@@ -55,7 +55,7 @@ class KeypointHead(Head):
         xy = self.coder.decode_points(offsets, anchors)  # [P, K, 2]
         gt = matches.keypoints[use]  # [P, K, 3]
         areas = matches.areas[use]  # [P]
-        n = use.sum().float()
+        n = matches.num_keypoint_positive  # over DDP ranks too
         l_oks = oks_loss(xy, gt, areas, self.sigmas).sum() / n
         l_vis = visibility_loss(vis_logits, gt[..., 2]).mean(-1).sum() / n
         return {"loss_kpt": l_oks, "loss_kpt_l1": self.l1_weight * keypoint_l1(xy, gt, areas) / n,
