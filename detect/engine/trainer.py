@@ -50,9 +50,7 @@ class TrainState:
 
 
 def postprocess_params(cfg: Config) -> PostprocessParams:
-    p = cfg.postprocess
-    return PostprocessParams(p.score_thresh, p.topk_per_level, p.nms_iou, p.max_detections,
-                             p.class_agnostic, p.soft_nms_sigma)
+    return cfg.postprocess
 
 
 def checkpoint_meta(cfg: Config, categories: CategoryMap, kmeta: KeypointMeta | None) -> dict:

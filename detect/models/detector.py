@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from detect.anchors import AnchorGenerator
+from detect.config import PostprocessConfig
 from detect.heads.base import Head, Tower
 from detect.matching import Matcher, match_batch
 from detect.nms import postprocess_lazy
@@ -26,14 +27,7 @@ class HeadOutputs:
     feature_sizes: list[tuple[int, int]]
 
 
-@dataclass(frozen=True)
-class PostprocessParams:
-    score_thresh: float = 0.05
-    topk_per_level: int = 1000
-    nms_iou: float = 0.5
-    max_detections: int = 100
-    class_agnostic: bool = False
-    soft_nms_sigma: float | None = None
+PostprocessParams = PostprocessConfig  # score threshold, top-k, NMS settings, detection cap
 
 
 class MultiHeadDetector(nn.Module):
