@@ -177,7 +177,7 @@ def accuracy(opts: Options, data_root: Path = DATA) -> list[Row]:
     for head, stat in (("bbox", "AP"), ("bbox", "AP50"), ("box_class_agnostic", "AP")):
         a, b = ours_metrics[head][stat], peer_metrics[head][stat]
         rows.append(Row("accuracy", f"{head}.{stat} after {opts.minutes:g} min", round(a, 4),
-                        round(b, 4), "AP", round(a / b, 3) if b > 0 else float("inf"),
+                        round(b, 4), "AP", round(a / b, 3) if b > 0 else float("nan"),
                         "ours / peer AP", note="" if rows else
                         f"steps ours {ours_run['steps']} ({ours_run['images_per_s']} img/s), "
                         f"torchvision {peer_run['steps']} ({peer_run['images_per_s']} img/s)"))

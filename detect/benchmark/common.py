@@ -9,6 +9,7 @@ machines; absolute times on a shared CPU do not.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -144,8 +145,19 @@ def environment(opts: Options) -> dict[str, Any]:
             "device": opts.device, "quick": opts.quick}
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (an AP ratio over 0) become null: strict JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: str | Path, suite: str, rows: list[Row], opts: Options) -> None:
     record = {"suite": suite, "environment": environment(opts),
-              "rows": [{**asdict(r), "met": r.met} for r in rows]}
+              "rows": [_json_safe({**asdict(r), "met": r.met}) for r in rows]}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=1) + "\n")

@@ -34,7 +34,8 @@ def _retinanet_rows(opts: Options, image: np.ndarray, size: int, policy: peers.S
                               "peer": lambda: peers.torchvision_predict(peer, image, opts.device)},
                              opts.rounds(7, 2), device=opts.device)
     bn = "FrozenBatchNorm2d" if frozen_bn else "nn.BatchNorm2d"
-    row = speed_row("infer", f"retinanet r50 {size} {policy}, tv {bn[:6]}BN", times, target,
+    label = "FrozenBN" if frozen_bn else "BN"
+    row = speed_row("infer", f"retinanet r50 {size} {policy}, tv {label}", times, target,
                     f"pre-NMS candidates ours {n_ours}, torchvision {n_peer}; torchvision {bn}")
     row.extra.update(candidates_ours=n_ours, candidates_peer=n_peer, policy=policy,
                      torchvision_bn=bn)

@@ -14,7 +14,7 @@ import sys
 
 from detect.benchmark.common import Options, Row, format_table, write_json
 
-SUITES = ("infer", "infer-floor", "keypoints", "train", "eval", "data", "accuracy", "levers")
+SUITES = ("infer", "infer-floor", "keypoints", "train", "eval", "data", "accuracy", "levers", "onnx")
 
 
 def run_suite(name: str, opts: Options) -> list[Row]:
@@ -32,6 +32,9 @@ def run_suite(name: str, opts: Options) -> list[Row]:
         case "accuracy":
             from detect.benchmark.accuracy import accuracy
             return accuracy(opts)
+        case "onnx":
+            from detect.benchmark.export import onnx
+            return onnx(opts)
         case "levers":
             from detect.benchmark.levers import levers
             return levers(opts)

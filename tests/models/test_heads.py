@@ -9,6 +9,7 @@ from detect.heads.base import flatten_levels
 from detect.losses import COCO_PERSON_SIGMAS
 from detect.models.build import build_model
 from detect.models.detector import HeadOutputs
+from detect.nms import postprocess
 from detect.structures import Target
 
 LEVELS = [(8, 8), (4, 4), (2, 2)]
@@ -103,3 +104,22 @@ def test_model_without_keypoints_has_no_keypoint_head():
     assert set(model.heads) == {"cls", "box"}
     out = model(torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8))
     assert model.detect(out, None)[0].keypoints is None
+
+
+def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    with torch.no_grad():
+        model.heads["cls"].predictor.bias.zero_()  # scores ~0.5: many candidates reach NMS
+        out = model(torch.randint(0, 255, (2, 3, 128, 96), dtype=torch.uint8))
+    sizes = [(128, 96)] * 2
+    anchors = model.anchors(out.feature_sizes, torch.device("cpu"))
+    scores = model.heads["cls"].decode(out.preds["cls"], anchors)  # [B, A, C]
+    boxes = model.heads["box"].decode(out.preds["box"], anchors)  # [B, A, 4]
+    kpts = model.heads["keypoints"].decode(out.preds["keypoints"], anchors)  # [B, A, K, 3]
+    expected = postprocess(scores, boxes, model.anchor_generator.num_anchors_per_level(
+        out.feature_sizes), kpts, sizes)
+    for lazy, eager in zip(model.detect(out, sizes), expected, strict=True):
+        assert len(lazy) > 10
+        for field in ("boxes", "scores", "labels", "keypoints"):
+            assert torch.equal(getattr(lazy, field), getattr(eager, field)), field
