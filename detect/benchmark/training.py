@@ -3,7 +3,6 @@ with peak memory) and ``data`` (the train transform pipeline against training co
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -78,7 +77,7 @@ def torchvision_step(model: nn.Module, batch: Batch) -> Callable[[], float]:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -92,19 +91,32 @@ def _train_models(kind: str, size: int) -> Callable[[], float]:
     return torchvision_step(peers.torchvision_retinanet(size, frozen, "prior"), batch)
 
 
+def _rss_kib(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of this process from /proc, KiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def _peak_memory_child(kind: str, size: int, threads: int) -> tuple[int, int]:
-    """In a fresh process: (maxrss after building, maxrss after two steps), KiB."""
+    """In a fresh process: (RSS after building, peak RSS over two steps), KiB.
+
+    The peak is the process's VmHWM, reset after building (``clear_refs``). ``ru_maxrss`` would
+    not do: a spawned child starts with its parent's high-water mark (Linux keeps it across
+    fork and exec), so a large parent hides the child's own peak.
+    """
     torch.set_num_threads(threads)
     step = _train_models(kind, size)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _rss_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
     step()
     step()
-    return before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return before, _rss_kib("VmHWM")
 
 
 def peak_memory_mib(kind: str, size: int, threads: int) -> tuple[float, float]:
     """(peak RSS growth during two training steps, peak RSS) in MiB, measured in a subprocess."""
-    if sys.platform != "linux":  # ru_maxrss is in bytes on macOS
+    if not sys.platform.startswith("linux"):
         return float("nan"), float("nan")
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
@@ -133,7 +145,8 @@ def train(opts: Options) -> list[Row]:
             rows.append(row)
             rows.append(Row("train", f"  peak RSS growth, tv {bn.split(',')[0]}",
                             round(grow_ours), round(grow_peer), "MiB",
-                            round(grow_peer / grow_ours, 3), "peer/ours memory",
+                            round(grow_peer / grow_ours, 3) if grow_ours > 0 else float("nan"),
+                            "peer/ours memory",
                             note="maxrss growth over two steps, one subprocess per model"))
         else:
             rows.append(row)
