@@ -108,6 +108,9 @@ class ModelConfig:
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
+    # NHWC memory: 1.3x faster training for the light (depthwise) backbone on the CPU, 1.26x
+    # slower for R50 RetinaNet training (docs/BENCHMARKS.md, "Speed levers")
+    channels_last: bool = True
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def tiny_model(num_keypoints=17, **over):
             "model.heads.norm=gn", "model.matcher.kind=atss", "model.anchors.sizes=[64,128,256,512,1024]",
             "model.anchors.ratios=[1.0]", "model.anchors.scales=[1.0]",
             f"model.heads.num_keypoints={num_keypoints}", "model.backbone.frozen_stages=0"]
-    args += [f"{k}={v}" for k, v in over.items()]
+    args += [f"model.{k}={v}" for k, v in over.items()]
     cfg = load_config(None, args)
     return build_model(cfg.model, 3, num_keypoints)
 
@@ -123,3 +123,19 @@ def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
         assert len(lazy) > 10
         for field in ("boxes", "scores", "labels", "keypoints"):
             assert torch.equal(getattr(lazy, field), getattr(eager, field)), field
+
+
+def test_memory_format_is_a_config_choice_with_equal_outputs():
+    torch.manual_seed(0)
+    nchw = tiny_model(channels_last="false").eval()
+    nhwc = tiny_model(channels_last="true").eval()
+    nhwc.load_state_dict(nchw.state_dict())
+    conv = next(m for m in nchw.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous()
+    assert next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+                ).weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randint(0, 255, (1, 3, 96, 64), dtype=torch.uint8)
+    assert nchw.normalize(x).is_contiguous() and not nhwc.normalize(x).is_contiguous()
+    a, b = nchw(x), nhwc(x)
+    for k in a.preds:
+        torch.testing.assert_close(a.preds[k], b.preds[k], atol=1e-4, rtol=1e-4)
