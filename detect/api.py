@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from detect.config import Config, keypoint_sigmas, load_config
+from detect.config import Config, keypoint_sigmas, load_config, model_keypoints
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import read_image
 from detect.data.transforms import Sample, letterbox
@@ -57,7 +57,7 @@ class Detector:
         cfg = stored_config(ckpt, path)
         categories = CategoryMap.from_dict(ckpt["categories"])
         kmeta = _keypoint_meta(ckpt.get("keypoints"))
-        k = cfg.model.heads.num_keypoints
+        k = model_keypoints(cfg)
         if k and (kmeta is None or kmeta.num_keypoints != k):
             have = 0 if kmeta is None else kmeta.num_keypoints
             raise CheckpointError(f"{path}: its config has {k} keypoints but it names {have}")
@@ -82,7 +82,7 @@ class Detector:
             raise ValueError("from_config needs model.num_classes > 0 or a categories list")
         names = tuple(categories) if categories else tuple(f"class{i}" for i in range(n))
         cmap = CategoryMap(tuple(range(1, n + 1)), names)
-        k = cfg.model.heads.num_keypoints
+        k = model_keypoints(cfg)
         kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k))) if k else None
         return cls(build_model(cfg.model, n, k), cfg, cmap, kmeta, device)
 

@@ -421,6 +421,12 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
                           "must be >= 1")
 
 
+def model_keypoints(cfg: Config) -> int:
+    """Keypoints the built model predicts: ``model.heads.num_keypoints`` when ``train.heads``
+    includes ``keypoints``, else 0 (no keypoint head is built, trained, run or saved)."""
+    return cfg.model.heads.num_keypoints if "keypoints" in cfg.train.heads else 0
+
+
 def keypoint_sigmas(cfg: HeadsConfig) -> tuple[float, ...]:
     """Per-keypoint OKS sigmas: the config's, or COCO's person sigmas for K == 17."""
     if cfg.keypoint_sigmas is not None:

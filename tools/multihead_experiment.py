@@ -75,20 +75,22 @@ def run_one(data: list[str], extra: list[str], steps: int, out: Path) -> dict:
 
 def table(results: dict[str, dict]) -> str:
     lines = ["| variant | bbox AP | bbox AP50 | class-agnostic AP | kpt AP | kpt AP50 | cos(cls,box) | "
-             "cos(box,kpt) | conflict % (box,kpt) | final weights | params (M) | latency (ms) | train min |",
-             "|" + "---|" * 13]
+             "cos(box,kpt) | conflict % (box,kpt) | grad norm cls / box / kpt | final weights | "
+             "params (M) | latency (ms) | train min |",
+             "|" + "---|" * 14]
     for name, r in results.items():
         m, c = r["metrics"], r["conflict"] or {"pairs": {}}
         kp = m.get("keypoints", {})
         bk = c["pairs"].get("box|keypoints", {})
         cb = c["pairs"].get("cls|box", {})
         w = ", ".join(f"{k} {v:.2f}" for k, v in (r["weights"] or {}).items())
+        norms = " / ".join(f"{h['mean_grad_norm']:.2f}" for h in c.get("heads", {}).values()) or "-"
         kp_cells = f"{100 * kp['AP']:.1f} | {100 * kp['AP50']:.1f}" if kp else "- | -"
         lines.append(
             f"| {name} | {100 * m['bbox']['AP']:.1f} | {100 * m['bbox']['AP50']:.1f} | "
             f"{100 * m['box_class_agnostic']['AP']:.1f} | {kp_cells} | "
             f"{cb.get('mean_cosine', float('nan')):+.2f} | {bk.get('mean_cosine', float('nan')):+.2f} | "
-            f"{100 * bk.get('frac_negative', float('nan')):.0f} | {w} | {r['params'] / 1e6:.2f} | "
+            f"{100 * bk.get('frac_negative', float('nan')):.0f} | {norms} | {w} | {r['params'] / 1e6:.2f} | "
             f"{r['latency_ms']:.0f} | {r['minutes']:.1f} |")
     return "\n".join(lines)
 
@@ -99,8 +101,16 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--datasets", nargs="+", default=["synthetic", "coco-mini"])
     p.add_argument("--only", nargs="*", default=None, help="variant names to run")
+    p.add_argument("--report", action="store_true",
+                   help="print the tables of finished runs (OUT/<dataset>/results.json), train nothing")
     args = p.parse_args()
     shared = Path(os.environ.get("DETECT_SHARED_DATA", "../shared/datasets"))
+    if args.report:
+        for ds in args.datasets:
+            results = json.loads((args.out / ds / "results.json").read_text())
+            print(f"\n### {ds}\n")
+            print(table(results))
+        return 0
     for ds in args.datasets:
         results = {}
         for name, extra in variants().items():

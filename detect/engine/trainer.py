@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from detect.balancing import build_balancer, head_totals
-from detect.config import Config, config_to_dict, keypoint_sigmas, save_config
+from detect.config import Config, config_to_dict, keypoint_sigmas, model_keypoints, save_config
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.engine.checkpoint import (CheckpointError, load_checkpoint, load_weights,
@@ -56,7 +56,7 @@ def postprocess_params(cfg: Config) -> PostprocessParams:
 def checkpoint_meta(cfg: Config, categories: CategoryMap, kmeta: KeypointMeta | None) -> dict:
     """What a checkpoint needs besides weights to rebuild and use the model."""
     meta: dict[str, Any] = {"config": config_to_dict(cfg), "categories": categories.to_dict()}
-    if kmeta is not None and cfg.model.heads.num_keypoints:
+    if kmeta is not None and model_keypoints(cfg):
         meta["keypoints"] = {"names": list(kmeta.names),
                              "skeleton": [list(p) for p in kmeta.skeleton],
                              "flip_pairs": [list(p) for p in kmeta.flip_pairs],
@@ -114,7 +114,7 @@ class Trainer:
         if cfg.model.num_classes and cfg.model.num_classes != self.categories.num_classes:
             raise TrainingError(f"model.num_classes is {cfg.model.num_classes} but the training "
                                 f"annotations have {self.categories.num_classes} categories")
-        k = cfg.model.heads.num_keypoints
+        k = model_keypoints(cfg)
         if k and (self.kmeta is None or self.kmeta.num_keypoints != k):
             have = 0 if self.kmeta is None else self.kmeta.num_keypoints
             raise TrainingError(f"model.heads.num_keypoints is {k} but the training annotations "
@@ -130,7 +130,7 @@ class Trainer:
 
     def _build_model(self, init_from: str | Path | None) -> None:
         cfg = self.cfg
-        k = cfg.model.heads.num_keypoints
+        k = model_keypoints(cfg)
         self.model: MultiHeadDetector = build_model(cfg.model, self.categories.num_classes, k)
         if init_from is not None:
             report = init_from_checkpoint(self.model, init_from)
