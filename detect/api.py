@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +15,8 @@ from detect.data.transforms import Sample, letterbox
 from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, stored_config
 from detect.engine.trainer import postprocess_params
 from detect.models.build import build_model
-from detect.models.detector import MultiHeadDetector
+from detect.models.detector import HeadOutputs, MultiHeadDetector
+from detect.models.frozen import FrozenForward
 from detect.structures import Detections
 
 ImageInput = str | Path | np.ndarray
@@ -49,6 +50,16 @@ class Detector:
         self.cfg, self.categories, self.keypoints = cfg, categories, keypoints
         self.params = postprocess_params(cfg)
         self.image_size = cfg.data.image_size
+        self._network: Callable[[torch.Tensor], HeadOutputs] = self.model
+
+    def optimize(self) -> "Detector":
+        """Run the network as the fastest of eager PyTorch and two frozen TorchScript graphs, timed
+        on the first batch of each shape (`FrozenForward`: 1.1x faster for R50 at 640, 1.8x for
+        the light model; the first batch pays seconds of tracing and timing). Call after the
+        weights are final; a no-op on other devices. Returns self."""
+        if self.device.type == "cpu":
+            self._network = FrozenForward(self.model)
+        return self
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -121,7 +132,7 @@ class Detector:
         samples = [letterbox(Sample(img, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), None,
                                     np.zeros((0, 4), np.float32)), self.image_size) for img in images]
         batch = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2)
-        out = self.model(batch.to(self.device))
+        out = self._network(batch.to(self.device))
         dets = self.model.detect(out, [s.image.shape[:2] for s in samples], self.params)
         return [self._to_prediction(d, s, img.shape[:2]) for d, s, img in zip(dets, samples, images)]
 

@@ -39,7 +39,7 @@ def dataset_overrides(name: str, shared: Path) -> list[str]:
 
 
 def variants() -> dict[str, list[str]]:
-    out = {"box_only": ["train.heads=[cls,box]"]}
+    out = {"box_only": ["train.heads=[cls,box]", "train.balancing=fixed"]}
     for s in STRATEGIES:
         out[f"box+kpt/{s}"] = [f"train.balancing={s}", "train.grad_diagnostics_every=10"]
     return out

@@ -5,8 +5,8 @@ Both sides get the same data loader (the demo's train pipeline), optimiser (Adam
 lr and weight decay, none on 1-d parameters), linear warm-up then constant lr, gradient clipping
 at 10, no EMA. The peer wraps our EfficientNet-Lite0 + FPN (P3-P6, same ImageNet weights) as
 torchvision's backbone and uses torchvision's RetinaNet recipe on top: 3 scales x 3 ratios
-anchors, IoU matcher, 4-conv towers, focal + L1 losses. Ours trains its keypoint head too, as the
-demo does; only box metrics are compared.
+anchors, IoU matcher, 4-conv towers, focal + L1 losses. Ours trains its keypoint head too, with
+the demo's loss balancing, as the demo does; only box metrics are compared.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-from detect.balancing import FixedWeights, head_totals
+from detect.balancing import build_balancer, head_totals
 from detect.benchmark.common import Options, Row, setup
-from detect.config import Config, keypoint_sigmas, load_config
+from detect.config import Config, keypoint_sigmas, load_config, model_keypoints
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.data.synthetic import generate
 from detect.engine.inference import detections_to_coco, evaluate_model
@@ -115,8 +115,15 @@ def train_for(seconds: float, loader: DataLoader, sampler: EpochSampler, model: 
             "images_per_s": round(images / took, 2)}
 
 
-def ours_loss(model: MultiHeadDetector, heads: tuple[str, ...]) -> Callable[[Batch], Tensor]:
-    balancer = FixedWeights(list(heads))
+def ours_loss(model: MultiHeadDetector, heads: tuple[str, ...],
+              cfg: Config) -> Callable[[Batch], Tensor]:
+    """The config's loss balancing (as the demo trains); strategies that need their own backward
+    pass or extra parameters (gradnorm, pcgrad, uncertainty) are not supported here."""
+    if cfg.train.balancing not in ("fixed", "loss_norm"):
+        raise ValueError(f"the accuracy suite supports train.balancing fixed or loss_norm, not "
+                         f"{cfg.train.balancing}")
+    balancer = build_balancer(cfg.train.balancing, list(heads), cfg.train.loss_weights,
+                              ema_momentum=cfg.train.balancing_ema)
     return lambda batch: balancer(head_totals(model.losses(model(batch.images), batch.targets, heads)))
 
 
@@ -163,9 +170,9 @@ def accuracy(opts: Options, data_root: Path = DATA) -> list[Row]:
                             cfg.data.size_divisor, drop_last=True), sampler
 
     torch.manual_seed(cfg.train.seed)
-    ours = build_model(cfg.model, num_classes, cfg.model.heads.num_keypoints)
+    ours = build_model(cfg.model, num_classes, model_keypoints(cfg))
     heads = tuple(h for h in cfg.train.heads if h in ours.heads)
-    ours_run = train_for(seconds, *loader(), ours, ours_loss(ours, heads), cfg)
+    ours_run = train_for(seconds, *loader(), ours, ours_loss(ours, heads, cfg), cfg)
     ours_metrics, _ = evaluate_model(ours, val_loader, val_ds.ann.gt, categories,
                                      postprocess_params(cfg), torch.device("cpu"), sigmas)
     torch.manual_seed(cfg.train.seed)

@@ -26,19 +26,21 @@ def _candidates(det: peers.Detector, peer: torch.nn.Module, image: np.ndarray,
 
 
 def _retinanet_rows(opts: Options, image: np.ndarray, size: int, policy: peers.ScorePolicy,
-                    frozen_bn: bool, target: float | None) -> Row:
+                    frozen_bn: bool, target: float | None, optimize: bool = False) -> Row:
     det = peers.ours(RETINANET, size, 0, policy, opts.device)
+    if optimize:
+        det.optimize()  # fastest of eager and frozen graphs (tools/infer.py --optimize)
     peer = peers.torchvision_retinanet(size, frozen_bn, policy).eval().to(opts.device)
     n_ours, n_peer = _candidates(det, peer, image, opts.device)
     times = time_interleaved({"ours": lambda: det.predict(image),
                               "peer": lambda: peers.torchvision_predict(peer, image, opts.device)},
                              opts.rounds(7, 2), device=opts.device)
     bn = "FrozenBatchNorm2d" if frozen_bn else "nn.BatchNorm2d"
-    label = "FrozenBN" if frozen_bn else "BN"
+    label = ("FrozenBN" if frozen_bn else "BN") + (", ours optimize()" if optimize else "")
     row = speed_row("infer", f"retinanet r50 {size} {policy}, tv {label}", times, target,
                     f"pre-NMS candidates ours {n_ours}, torchvision {n_peer}; torchvision {bn}")
     row.extra.update(candidates_ours=n_ours, candidates_peer=n_peer, policy=policy,
-                     torchvision_bn=bn)
+                     torchvision_bn=bn, ours_frozen_graph=optimize)
     return row
 
 
@@ -48,7 +50,9 @@ def infer(opts: Options) -> list[Row]:
     size = 320 if opts.quick else 640
     image = peers.source_image()
     rows = [_retinanet_rows(opts, image, size, "dense", False, 1.3),
-            _retinanet_rows(opts, image, size, "dense", True, None)]
+            _retinanet_rows(opts, image, size, "dense", True, None),
+            _retinanet_rows(opts, image, size, "dense", False, 1.3, optimize=True),
+            _retinanet_rows(opts, image, size, "dense", True, None, optimize=True)]
     if not opts.quick:
         rows.append(_retinanet_rows(opts, image, size, "prior", False, None))
     return rows

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from detect.api import Detector
 from detect.benchmark import peers
 from detect.benchmark.common import Options, Row, setup, speed_row, time_interleaved
 from detect.benchmark.training import ours_step, synthetic_batch
@@ -34,15 +35,22 @@ def unfolded(model: MultiHeadDetector, config: str) -> MultiHeadDetector:
     other = copy.deepcopy(model)
     backbone = build_backbone(b.name, None, b.freeze_bn, b.frozen_stages, fold_bn=False)
     backbone.load_state_dict(model.backbone.state_dict())
-    other.backbone = backbone.to(memory_format=torch.channels_last)
+    other.backbone = backbone.to(memory_format=torch.channels_last) if model.channels_last else backbone
     return other
 
 
-def contiguous(model: MultiHeadDetector) -> MultiHeadDetector:
-    """A copy of ``model`` running in NCHW (contiguous) memory instead of channels_last."""
+def in_memory_format(model: MultiHeadDetector, channels_last: bool) -> MultiHeadDetector:
+    """A copy of ``model`` running in channels_last (NHWC) or contiguous (NCHW) memory."""
     other = copy.deepcopy(model)
-    other.channels_last = False
-    return other.to(memory_format=torch.contiguous_format)
+    other.channels_last = channels_last
+    return other.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def with_model(det: Detector, model: MultiHeadDetector) -> Detector:
+    """``det`` with another network (same config, categories and post-processing), eager."""
+    other = Detector(model, det.cfg, det.categories, det.keypoints, det.device)
+    other.params = det.params
+    return other
 
 
 def _lever_row(name: str, with_lever: Callable[[], object], without: Callable[[], object],
@@ -67,24 +75,28 @@ def _train_rows(opts: Options, config: str, label: str, size: int, batch_size: i
     model = det.model
     step = ours_step(model, batch, heads)
     no_fold = ours_step(unfolded(model, config), batch, heads)
-    nchw = ours_step(contiguous(model), batch, heads)
+    nhwc = ours_step(in_memory_format(model, True), batch, heads)
+    nchw = ours_step(in_memory_format(model, False), batch, heads)
     repeats = opts.rounds(5, 2)
     return [_lever_row(f"fold BN, {label} train b{batch_size} {size}", step, no_fold, repeats),
-            _lever_row(f"channels_last, {label} train b{batch_size} {size}", step, nchw, repeats)]
+            _lever_row(f"channels_last, {label} train b{batch_size} {size}", nhwc, nchw, repeats)]
 
 
 def _infer_rows(opts: Options, config: str, label: str, size: int, num_keypoints: int) -> list[Row]:
     det = peers.ours(config, size, num_keypoints, "dense")
     image = peers.source_image()
-    other = copy.copy(det)
-    other.model = unfolded(det.model, config).eval()
-    flat = copy.copy(det)
-    flat.model = contiguous(det.model).eval()
+    other = with_model(det, unfolded(det.model, config))
+    nhwc = with_model(det, in_memory_format(det.model, True))
+    nchw = with_model(det, in_memory_format(det.model, False))
+    frozen = with_model(det, in_memory_format(det.model, True)).optimize()
     repeats = opts.rounds(7, 2)
     return [_lever_row(f"fold BN, {label} infer {size}", lambda: det.predict(image),
                        lambda: other.predict(image), repeats),
-            _lever_row(f"channels_last, {label} infer {size}", lambda: det.predict(image),
-                       lambda: flat.predict(image), repeats)]
+            _lever_row(f"channels_last, {label} infer {size}", lambda: nhwc.predict(image),
+                       lambda: nchw.predict(image), repeats),
+            _lever_row(f"frozen graph (Detector.optimize), {label} infer {size}",
+                       lambda: frozen.predict(image), lambda: nhwc.predict(image), repeats,
+                       note="fastest of eager and frozen graphs, channels_last, vs eager")]
 
 
 def decode_all(model: MultiHeadDetector, out, image_sizes, params) -> list:
