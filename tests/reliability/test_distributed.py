@@ -36,8 +36,10 @@ def ddp_overrides(tiny_model, tmp_path_factory) -> list[str]:
     """Six images with objects and two without; batches of 2 per rank, 2 steps."""
     objects = [default_objects(i) for i in range(6)] + [[], []]
     data = write_dataset(tmp_path_factory.mktemp("ddp"), objects)
+    # fixed weights: the reference gradient comes from a fresh single-process trainer, and
+    # loss_norm's weights (the demo's setting) depend on the losses of earlier steps
     return overrides(tiny_model, data, "train.max_steps=2", "train.batch_size=2",
-                     "data.workers=0")
+                     "data.workers=0", "train.balancing=fixed")
 
 
 def single_process_gradients(ddp_overrides, image_ids, out) -> tuple[dict, bool]:
