@@ -23,7 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from detect.evaluation import evaluate, format_table, load_predictions, merge_annotation_files
+from detect.data.annotations import merge_coco
+from detect.evaluation import evaluate, format_table, load_predictions
 
 
 class CliError(Exception):
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_ground_truth(paths: list[Path]) -> dict:
     try:
-        return merge_annotation_files(paths)
+        return merge_coco(paths)
     except OSError as e:
         raise CliError(f"{e.filename}: {e.strerror}") from None
     except ValueError as e:

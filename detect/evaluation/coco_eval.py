@@ -1,7 +1,7 @@
 """Per-head COCO evaluation of a list of COCO result records, independent of the model.
 
 Input: a merged COCO ground-truth dict (instances + person_keypoints joined by annotation id,
-see :func:`detect.evaluation.gt.merge_annotation_files`) and COCO result records
+see :func:`detect.data.annotations.merge_coco`) and COCO result records
 (``image_id``, ``category_id``, ``bbox`` xywh, ``score``, optionally flat ``keypoints``).
 
 Output of :func:`evaluate` (COCO scale, 0..1; -1 where COCO has no ground truth, e.g. APs

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from detect.evaluation import merge_annotation_files
+from detect.data.annotations import merge_coco
 
 
 @pytest.fixture(scope="session")
@@ -17,4 +17,4 @@ def val_files(coco_mini: dict[str, Path]) -> list[Path]:
 @pytest.fixture(scope="session")
 def val_gt(val_files: list[Path]) -> dict:
     """coco-mini val2017, instances and person keypoints merged by annotation id."""
-    return merge_annotation_files(val_files)
+    return merge_coco(val_files)

@@ -182,7 +182,7 @@ def test_cli_missing_annotation_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     missing = tmp_path / "nope.json"
     argv = ["--predictions", str(tmp_path / "p.json"), "--annotations", str(missing)]
     assert _eval_cli().main(argv) == 2
-    assert capsys.readouterr().err == f"error: {missing}: No such file or directory\n"
+    assert capsys.readouterr().err == f"error: {missing}: annotation file not found\n"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

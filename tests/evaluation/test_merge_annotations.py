@@ -1,4 +1,4 @@
-"""merge_annotation_files on coco-mini and on small conflicting files."""
+"""merge_coco (training and evaluation ground truth) on coco-mini and on small conflicting files."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detect.evaluation import merge_annotation_files
+from detect.data.annotations import DatasetError, merge_coco
 
 
 def test_person_image_gets_keypoints_and_all_boxes(val_files: list[Path], val_gt: dict) -> None:
@@ -42,7 +42,7 @@ def test_person_image_gets_keypoints_and_all_boxes(val_files: list[Path], val_gt
 
 def _write(path: Path, annotations: list[dict]) -> Path:
     data = {
-        "images": [{"id": 1, "width": 10, "height": 10}],
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
         "categories": [{"id": 1, "name": "person"}],
         "annotations": annotations,
     }
@@ -54,18 +54,19 @@ def test_conflicting_bbox_names_both_files_and_id(tmp_path: Path) -> None:
     ann = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]}
     a = _write(tmp_path / "instances.json", [ann])
     b = _write(tmp_path / "keypoints.json", [{**ann, "bbox": [0, 0, 6, 5]}])
-    pattern = f"^{re.escape(str(b))}: annotation id 7: bbox .* in {re.escape(str(a))}$"
-    with pytest.raises(ValueError, match=pattern):
-        merge_annotation_files([a, b])
+    pattern = f"^{re.escape(str(b))}: annotations\\[0\\]: annotation id 7 has bbox .* in {re.escape(str(a))}$"
+    with pytest.raises(DatasetError, match=pattern):
+        merge_coco([a, b])
 
 
 def test_bad_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
-    with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: not a COCO annotation file"):
-        merge_annotation_files([bad])
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(bad))}: top level must be an object"):
+        merge_coco([bad])
     bad.write_text("{")
-    with pytest.raises(ValueError, match=f"^{re.escape(str(bad))}: invalid JSON"):
-        merge_annotation_files([bad])
-    with pytest.raises(FileNotFoundError):
-        merge_annotation_files([tmp_path / "missing.json"])
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(bad))}: not valid JSON"):
+        merge_coco([bad])
+    missing = tmp_path / "missing.json"
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(missing))}: annotation file not found"):
+        merge_coco([missing])
