@@ -13,7 +13,6 @@ from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import read_image
 from detect.data.transforms import Sample, letterbox
 from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, stored_config
-from detect.engine.trainer import postprocess_params
 from detect.models.build import build_model
 from detect.models.detector import HeadOutputs, MultiHeadDetector
 from detect.models.frozen import FrozenForward
@@ -48,7 +47,7 @@ class Detector:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.cfg, self.categories, self.keypoints = cfg, categories, keypoints
-        self.params = postprocess_params(cfg)
+        self.params = cfg.postprocess
         self.image_size = cfg.data.image_size
         self._network: Callable[[torch.Tensor], HeadOutputs] = self.model
 
@@ -97,7 +96,7 @@ class Detector:
         kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k))) if k else None
         return cls(build_model(cfg.model, n, k), cfg, cmap, kmeta, device)
 
-    # --- export: exported graphs with the same predict() API (detect/export, docs/EXPORT.md) ---
+    # exported graphs with the same predict() API (detect/export, docs/EXPORT.md)
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int | None = None) -> "ExportedDetector":
         """An ONNX file written by tools/export.py, run with onnxruntime on the CPU."""
@@ -108,14 +107,9 @@ class Detector:
     def max_pixels(self) -> int:
         """Images larger than this are refused when read from files."""
         return self.cfg.data.max_pixels
-    # --- end export ---
 
     def _load(self, image: ImageInput) -> np.ndarray:
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"expected an HxWx3 BGR uint8 array, got {image.shape} {image.dtype}")
-            return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
-        return read_image(image, self.cfg.data.max_pixels)
+        return load_image(image, self.max_pixels)
 
     @torch.inference_mode()
     def predict(self, images: ImageInput | Sequence[ImageInput],
@@ -129,8 +123,7 @@ class Detector:
         return out[0] if single else out
 
     def _predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
-        samples = [letterbox(Sample(img, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), None,
-                                    np.zeros((0, 4), np.float32)), self.image_size) for img in images]
+        samples = [letterbox_image(img, self.image_size) for img in images]
         batch = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2)
         out = self._network(batch.to(self.device))
         dets = self.model.detect(out, [s.image.shape[:2] for s in samples], self.params)
@@ -152,6 +145,21 @@ class Detector:
     @property
     def sigmas(self) -> tuple[float, ...]:
         return keypoint_sigmas(self.cfg.model.heads)
+
+
+def load_image(image: ImageInput, max_pixels: int) -> np.ndarray:
+    """A path (read, EXIF-rotated, at most ``max_pixels``) or an HxWx3 BGR uint8 array -> RGB."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 BGR uint8 array, got {image.shape} {image.dtype}")
+        return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
+    return read_image(image, max_pixels)
+
+
+def letterbox_image(image: np.ndarray, size: int) -> Sample:
+    """An RGB image letterboxed to ``size`` x ``size`` (``.scale``/``.offset`` map back)."""
+    empty = np.zeros((0, 4), np.float32)
+    return letterbox(Sample(image, empty, np.zeros(0, np.int64), None, empty), size)
 
 
 def _keypoint_meta(d: dict | None) -> KeypointMeta | None:

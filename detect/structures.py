@@ -123,14 +123,8 @@ class Matches:
     labels: Tensor
     keypoints: Tensor | None
     areas: Tensor
-    num_positive: Tensor | None = None
-    num_keypoint_positive: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.num_positive is None:  # this batch alone
-            self.num_positive = self.positive.sum().clamp(min=1).float()
-        if self.num_keypoint_positive is None:
-            self.num_keypoint_positive = self.keypoint_positive.sum().clamp(min=1).float()
+    num_positive: Tensor | None = None  # set by `match_batch`
+    num_keypoint_positive: Tensor | None = None  # set by `match_batch`
 
     @property
     def positive(self) -> Tensor:

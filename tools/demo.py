@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from detect.cli import eval as eval_cli
 from detect.cli import infer as infer_cli

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from detect.benchmark.common import median, time_interleaved
 from detect.config import load_config
 from detect.engine.trainer import Trainer
 
@@ -46,16 +47,12 @@ def variants() -> dict[str, list[str]]:
 
 
 def latency_ms(model: torch.nn.Module, size: int, runs: int = 5) -> float:
+    """Median forward time of one ``size`` x ``size`` image (network only)."""
     x = torch.randint(0, 255, (1, 3, size, size), dtype=torch.uint8)
     model.eval()
     with torch.inference_mode():
-        model(x)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return 1000 * sorted(times)[len(times) // 2]
+        times = time_interleaved({"model": lambda: model(x)}, runs)["model"]
+    return 1000 * median(times)
 
 
 def run_one(data: list[str], extra: list[str], steps: int, out: Path) -> dict:
@@ -70,7 +67,8 @@ def run_one(data: list[str], extra: list[str], steps: int, out: Path) -> dict:
     params = sum(p.numel() for p in t.model.parameters())
     return {"metrics": metrics, "conflict": conflict, "minutes": minutes, "params": params,
             "latency_ms": latency_ms(t.eval_model(), cfg.data.image_size),
-            "weights": rows[-3].get("balance_weights") if len(rows) > 2 else None}
+            "weights": next((r["balance_weights"] for r in reversed(rows) if "balance_weights" in r),
+                            None)}
 
 
 def table(results: dict[str, dict]) -> str:

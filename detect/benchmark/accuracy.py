@@ -27,7 +27,6 @@ from detect.config import Config, keypoint_sigmas, load_config, model_keypoints
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.data.synthetic import generate
 from detect.engine.inference import detections_to_coco, evaluate_model
-from detect.engine.trainer import postprocess_params
 from detect.evaluation import evaluate
 from detect.models.build import build_model
 from detect.models.detector import MultiHeadDetector
@@ -174,7 +173,7 @@ def accuracy(opts: Options, data_root: Path = DATA) -> list[Row]:
     heads = tuple(h for h in cfg.train.heads if h in ours.heads)
     ours_run = train_for(seconds, *loader(), ours, ours_loss(ours, heads, cfg), cfg)
     ours_metrics, _ = evaluate_model(ours, val_loader, val_ds.ann.gt, categories,
-                                     postprocess_params(cfg), torch.device("cpu"), sigmas)
+                                     cfg.postprocess, torch.device("cpu"), sigmas)
     torch.manual_seed(cfg.train.seed)
     peer = torchvision_peer(cfg, num_classes)
     peer_run = train_for(seconds, *loader(), peer, torchvision_loss(peer), cfg)

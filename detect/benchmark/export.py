@@ -28,13 +28,13 @@ def _row(opts: Options, name: str, config: str, size: int, keypoints: int,
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(det, path)
-        onnx_det = ExportedDetector.from_onnx(path, threads=opts.threads or torch.get_num_threads())
+        onnx_det = ExportedDetector.from_onnx(path, threads=torch.get_num_threads())  # set by setup()
     a, b = det.predict(image), onnx_det.predict(image)
     times = time_interleaved({"ours": lambda: onnx_det.predict(image),
                               "peer": lambda: det.predict(image)}, opts.rounds(7, 2))
     row = speed_row("onnx", f"{name} {size} onnxruntime vs eager", times,
                     note=f"peer = eager PyTorch; detections eager {len(a.scores)}, "
-                         f"onnxruntime {len(b.scores)}", ours="ours", peer="peer")
+                         f"onnxruntime {len(b.scores)}")
     row.extra.update(detections_eager=len(a.scores), detections_onnx=len(b.scores))
     return row
 

@@ -35,15 +35,13 @@ def unfolded(model: MultiHeadDetector, config: str) -> MultiHeadDetector:
     other = copy.deepcopy(model)
     backbone = build_backbone(b.name, None, b.freeze_bn, b.frozen_stages, fold_bn=False)
     backbone.load_state_dict(model.backbone.state_dict())
-    other.backbone = backbone.to(memory_format=torch.channels_last) if model.channels_last else backbone
-    return other
+    other.backbone = backbone
+    return other.set_memory_format(model.channels_last)
 
 
 def in_memory_format(model: MultiHeadDetector, channels_last: bool) -> MultiHeadDetector:
     """A copy of ``model`` running in channels_last (NHWC) or contiguous (NCHW) memory."""
-    other = copy.deepcopy(model)
-    other.channels_last = channels_last
-    return other.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return copy.deepcopy(model).set_memory_format(channels_last)
 
 
 def with_model(det: Detector, model: MultiHeadDetector) -> Detector:
@@ -88,7 +86,7 @@ def _infer_rows(opts: Options, config: str, label: str, size: int, num_keypoints
     other = with_model(det, unfolded(det.model, config))
     nhwc = with_model(det, in_memory_format(det.model, True))
     nchw = with_model(det, in_memory_format(det.model, False))
-    frozen = with_model(det, in_memory_format(det.model, True)).optimize()
+    frozen = with_model(nhwc, nhwc.model).optimize()  # shares nhwc's weights; nhwc stays eager
     repeats = opts.rounds(7, 2)
     return [_lever_row(f"fold BN, {label} infer {size}", lambda: det.predict(image),
                        lambda: other.predict(image), repeats),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from detect.balancing import FixedWeights, head_totals
 from detect.benchmark import peers
@@ -129,6 +129,9 @@ def train(opts: Options) -> list[Row]:
     setup(opts)
     size = 256 if opts.quick else 512
     ours = _train_models("ours", size)
+    measure_memory = opts.device == "cpu" and not opts.quick
+    if measure_memory:  # ours once, each torchvision build below
+        grow_ours, peak_ours = peak_memory_mib("ours", size, torch.get_num_threads())
     rows = []
     for kind, bn in (("peer_frozen", "FrozenBatchNorm2d, stem+layer1 frozen"),
                      ("peer", "nn.BatchNorm2d, all layers trained")):
@@ -136,10 +139,8 @@ def train(opts: Options) -> list[Row]:
         times = time_interleaved({"ours": ours, "peer": peer}, opts.rounds(5, 2))
         row = speed_row("train", f"r50 step b4 {size}, tv {bn.split(',')[0]}", times, 1.3,
                         f"torchvision: {bn}")
-        if opts.device == "cpu" and not opts.quick:
-            threads = torch.get_num_threads()
-            grow_ours, peak_ours = peak_memory_mib("ours", size, threads)
-            grow_peer, peak_peer = peak_memory_mib(kind, size, threads)
+        if measure_memory:
+            grow_peer, peak_peer = peak_memory_mib(kind, size, torch.get_num_threads())
             row.extra.update(peak_rss_growth_mib={"ours": grow_ours, "peer": grow_peer},
                              peak_rss_mib={"ours": peak_ours, "peer": peak_peer})
             rows.append(row)

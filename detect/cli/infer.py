@@ -26,7 +26,7 @@ from detect.engine.checkpoint import atomic_write_text
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run a trained detector on images.")
-    model = p.add_mutually_exclusive_group(required=True)  # export: --onnx (docs/EXPORT.md)
+    model = p.add_mutually_exclusive_group(required=True)  # --onnx: docs/EXPORT.md
     model.add_argument("--checkpoint")
     model.add_argument("--onnx", help="an ONNX file from tools/export.py, run with onnxruntime")
     p.add_argument("--source", nargs="+", required=True, help="image files, folders or globs")
@@ -71,7 +71,7 @@ def collect_sources(sources: list[str]) -> tuple[list[Path], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from detect.api import Detector
-    if args.onnx:  # export: the graph's own device (onnxruntime on the CPU)
+    if args.onnx:  # onnxruntime on the CPU
         det = Detector.from_onnx(args.onnx)
     else:
         det = Detector.from_checkpoint(args.checkpoint, device=args.device)

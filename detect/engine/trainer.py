@@ -33,7 +33,7 @@ from detect.engine.logging import MetricsLogger
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
 from detect.models.build import build_model
-from detect.models.detector import MultiHeadDetector, PostprocessParams
+from detect.models.detector import MultiHeadDetector
 from detect.structures import Batch
 
 
@@ -47,10 +47,6 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of this epoch consumed (for exact resume)
     best: float = -math.inf
-
-
-def postprocess_params(cfg: Config) -> PostprocessParams:
-    return cfg.postprocess
 
 
 def checkpoint_meta(cfg: Config, categories: CategoryMap, kmeta: KeypointMeta | None) -> dict:
@@ -298,9 +294,10 @@ class Trainer:
         """Whether a rank (this one, or another under DDP) could read no image of its batch:
         then every rank leaves this batch out, since DDP needs the same backward passes on all
         ranks; only unreadable images can cause it, and they are listed at the end."""
+        if self.world == 1:  # no collective, no device sync
+            return not batch.targets
         empty = torch.tensor([float(not batch.targets)], device=self.device)
-        if self.world > 1:
-            dist.all_reduce(empty, op=dist.ReduceOp.MAX)
+        dist.all_reduce(empty, op=dist.ReduceOp.MAX)
         return bool(empty.item())
 
     def _forward_backward(self, model: nn.Module, batch: Batch) -> dict[str, float]:
@@ -368,7 +365,7 @@ class Trainer:
         sigmas = keypoint_sigmas(self.cfg.model.heads) or None
         skipped: list[str] = []
         metrics, _ = evaluate_model(self.eval_model(), loader, self.val_ds.ann.gt, self.categories,
-                                    postprocess_params(self.cfg), self.device, sigmas,
+                                    self.cfg.postprocess, self.device, sigmas,
                                     self.cfg.train.eval_backend, skipped=skipped)
         for line in skipped:  # their objects count as missed
             tqdm.write(f"warning: data.val: unreadable image left out of the evaluation: {line}")

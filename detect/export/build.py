@@ -49,8 +49,8 @@ def build_meta(det: "Detector", graph: ExportGraph, input_dtype: InputDtype) -> 
         max_pixels=det.cfg.data.max_pixels, outputs=list(graph.output_names))
 
 
-def example_input(size: int, input_dtype: InputDtype, batch: int = 1) -> Tensor:
-    """[batch, 3, size, size] noise: what tracing runs the graph on."""
+def example_input(size: int, input_dtype: InputDtype) -> Tensor:
+    """[1, 3, size, size] noise: what tracing runs the graph on."""
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8)
+    images = torch.randint(0, 256, (1, 3, size, size), generator=g, dtype=torch.uint8)
     return images if input_dtype == "uint8" else images.float()

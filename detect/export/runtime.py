@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detect.api import ImageInput, Prediction
+from detect.api import ImageInput, Prediction, letterbox_image, load_image
 from detect.config import ConfigError
 from detect.data.annotations import CategoryMap, KeypointMeta
-from detect.data.image_io import read_image
-from detect.data.transforms import Sample, letterbox
+from detect.data.transforms import Sample
 from detect.engine.checkpoint import CheckpointError
 from detect.export.metadata import ExportMeta
 from detect.models.detector import PostprocessParams
@@ -43,13 +42,10 @@ class ExportedDetector:
         self.keypoints = (KeypointMeta(tuple(meta.keypoint_names),
                                        tuple(tuple(e) for e in meta.skeleton))
                           if meta.keypoint_names else None)
-        self.params = self._exported_params()
+        self._exported = PostprocessParams(meta.score_threshold, meta.topk_per_level, meta.nms_iou,
+                                           meta.max_detections, meta.class_agnostic)
+        self.params = self._exported
         self._names = dict(zip(meta.category_ids, meta.class_names))
-
-    def _exported_params(self) -> PostprocessParams:
-        m = self.meta
-        return PostprocessParams(m.score_threshold, m.topk_per_level, m.nms_iou, m.max_detections,
-                                 m.class_agnostic)
 
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int | None = None) -> "ExportedDetector":
@@ -100,12 +96,7 @@ class ExportedDetector:
         return cls(run, meta, None, str(path))
 
     def _load(self, image: ImageInput) -> np.ndarray:
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"expected an HxWx3 BGR uint8 array, "
-                                 f"got {image.shape} {image.dtype}")
-            return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
-        return read_image(image, self.max_pixels)
+        return load_image(image, self.max_pixels)
 
     def predict(self, images: ImageInput | Sequence[ImageInput],
                 batch_size: int = 8) -> Prediction | list[Prediction]:
@@ -120,7 +111,7 @@ class ExportedDetector:
         return out[0] if single else out
 
     def _check_params(self) -> None:
-        exported = self._exported_params()
+        exported = self._exported
         if replace(self.params, score_thresh=exported.score_thresh) != exported:
             raise ConfigError(f"{self.source}: only score_thresh can change after export")
         if self.params.score_thresh < exported.score_thresh:
@@ -129,9 +120,7 @@ class ExportedDetector:
                              f"--score-thresh {self.params.score_thresh}")
 
     def _predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
-        empty = np.zeros((0, 4), np.float32)
-        samples = [letterbox(Sample(img, empty, np.zeros(0, np.int64), None, empty),
-                             self.image_size) for img in images]
+        samples = [letterbox_image(img, self.image_size) for img in images]
         batch = np.stack([s.image for s in samples]).transpose(0, 3, 1, 2)  # [B, 3, S, S]
         batch = np.ascontiguousarray(batch, dtype=np.dtype(self.meta.input_dtype))
         out = self._run(batch)

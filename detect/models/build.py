@@ -1,8 +1,6 @@
 """The one place where a `Config` becomes modules: backbone, FPN, heads, anchors, matcher."""
 from __future__ import annotations
 
-import torch
-
 from detect.anchors import AnchorGenerator
 from detect.box_coder import BoxCoder
 from detect.config import ModelConfig, keypoint_sigmas
@@ -40,9 +38,8 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0) -> M
         shared = Tower(n.channels, h.tower_depth, h.norm, h.depthwise, 3 + n.extra_levels)
     mean = tuple(255.0 * v for v in backbone.pixel_mean)  # inputs are 0-255
     std = tuple(255.0 * v for v in backbone.pixel_std)
-    model = MultiHeadDetector(backbone, neck, heads, anchors, _build_matcher(cfg), mean, std, shared,
-                              channels_last=cfg.channels_last)
-    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+    return MultiHeadDetector(backbone, neck, heads, anchors, _build_matcher(cfg), mean, std, shared,
+                             channels_last=cfg.channels_last)
 
 
 def _build_matcher(cfg: ModelConfig) -> IoUMatcher | ATSSMatcher:

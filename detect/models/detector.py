@@ -36,19 +36,23 @@ class MultiHeadDetector(nn.Module):
                  pixel_mean: tuple[float, float, float], pixel_std: tuple[float, float, float],
                  shared_tower: Tower | None = None, channels_last: bool = True) -> None:
         super().__init__()
-        self.channels_last = channels_last
         self.backbone, self.neck = backbone, neck
         self.shared_tower = shared_tower
         self.heads = nn.ModuleDict(heads)
         self.anchor_generator, self.matcher = anchor_generator, matcher
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
+        self.set_memory_format(channels_last)
+
+    def set_memory_format(self, channels_last: bool) -> "MultiHeadDetector":
+        """Weights and inputs in channels_last (NHWC) or contiguous (NCHW) memory, in place.
+        Outputs are the same either way; speed is not (docs/BENCHMARKS.md, "Speed levers")."""
+        self.channels_last = channels_last
+        return self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     def normalize(self, images: Tensor) -> Tensor:
-        """[B, 3, H, W] uint8 (or float 0-255) RGB -> normalised float.
-
-        channels_last (NHWC) memory is 1.3-1.7x faster for these convolutions on the CPU.
-        """
+        """[B, 3, H, W] uint8 (or float 0-255) RGB -> normalised float, in the model's memory
+        format (`set_memory_format`)."""
         x = (images.float() - self.pixel_mean) / self.pixel_std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 

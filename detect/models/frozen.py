@@ -49,8 +49,7 @@ class FrozenForward:
     def __init__(self, model: MultiHeadDetector) -> None:
         if model.training:
             raise ValueError("FrozenForward needs a model in eval mode")
-        model.channels_last = True
-        self.model = model.to(memory_format=torch.channels_last)
+        self.model = model.set_memory_format(channels_last=True)
         self.names = list(model.heads)
         self.graphs: dict[tuple, tuple[Callable[[Tensor], tuple[Tensor, ...]], list[tuple[int, int]]]] = {}
         self.chosen: dict[tuple, str] = {}  # input key -> "eager", "freeze" or "optimize_for_inference"
@@ -74,9 +73,9 @@ class FrozenForward:
         eager = _Dense(self.model).eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings; "torch.jit is deprecated"
-            frozen = torch.jit.freeze(torch.jit.trace(eager, images, check_trace=False))
-            optimized = torch.jit.optimize_for_inference(
-                torch.jit.freeze(torch.jit.trace(eager, images, check_trace=False)))
+            traced = torch.jit.trace(eager, images, check_trace=False)
+            frozen = torch.jit.freeze(traced)  # each freeze returns a new module
+            optimized = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
         return {"eager": eager, "freeze": frozen, "optimize_for_inference": optimized}
 
 

@@ -20,11 +20,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from detect.api import Detector
+from detect.api import Detector, letterbox_image
 from detect.cli import export as export_cli
 from detect.cli import infer as infer_cli
 from detect.config import ConfigError, load_config
-from detect.data.transforms import PAD_VALUE, Sample, letterbox
+from detect.data.transforms import PAD_VALUE
 from detect.engine.checkpoint import CheckpointError, save_checkpoint
 from detect.engine.trainer import Trainer
 from detect.export.onnx import export_onnx, read_meta
@@ -65,9 +65,7 @@ def images(image_files) -> list[np.ndarray]:
 
 def letterbox_batch(images: list[np.ndarray], size: int) -> torch.Tensor:
     """BGR images -> [B, 3, size, size] uint8 RGB, as `Detector.predict` feeds the model."""
-    empty = np.zeros((0, 4), np.float32)
-    out = [letterbox(Sample(im[..., ::-1].copy(), empty, np.zeros(0, np.int64), None, empty),
-                     size).image for im in images]
+    out = [letterbox_image(im[..., ::-1].copy(), size).image for im in images]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
 
 

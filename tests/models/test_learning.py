@@ -4,7 +4,7 @@ import torch
 from detect.config import load_config
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.engine.inference import evaluate_model
-from detect.engine.trainer import postprocess_params, seed_everything
+from detect.engine.trainer import seed_everything
 from detect.models.build import build_model
 
 
@@ -27,7 +27,7 @@ def test_tiny_model_fits_boxes_and_keypoints(tiny_overrides):
         opt.zero_grad()
         total.backward()
         opt.step()
-    params = postprocess_params(cfg)
+    params = cfg.postprocess
     metrics, _ = evaluate_model(model, loader, ds.ann.gt, ds.ann.categories, params,
                                 torch.device("cpu"), cfg.model.heads.keypoint_sigmas)
     assert metrics["bbox"]["AP50"] > 0.8, metrics["bbox"]
