@@ -108,7 +108,7 @@ class ModelConfig:
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
-    # NHWC memory: 1.3x faster training for the light (depthwise) backbone on the CPU, 1.26x
+    # NHWC memory: 1.29x faster training for the light (depthwise) backbone on the CPU, 1.25x
     # slower for R50 RetinaNet training (docs/BENCHMARKS.md, "Speed levers")
     channels_last: bool = True
 

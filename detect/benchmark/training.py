@@ -148,7 +148,7 @@ def train(opts: Options) -> list[Row]:
                             round(grow_ours), round(grow_peer), "MiB",
                             round(grow_peer / grow_ours, 3) if grow_ours > 0 else float("nan"),
                             "peer/ours memory",
-                            note="maxrss growth over two steps, one subprocess per model"))
+                            note="peak RSS (VmHWM) growth over two steps, one subprocess per model"))
         else:
             rows.append(row)
         del peer
