@@ -18,9 +18,13 @@ Conventions (see ``data/README.md``):
   0 outside the image (then x = y = 0).
 * A keypoint drawn at pixel (i, j) is annotated at (i + 0.5, j + 0.5): pixel i covers [i, i + 1)
   in COCO's continuous coordinates, like the box edges.
-* ``left_*`` is the figure's own left. A figure facing the camera (a face with two eyes) has its
-  left shoulder and hip on the image right; a figure seen from behind (a dark head without eyes)
-  on the image left. A horizontal flip with swapped left/right labels keeps this rule true.
+* ``left_*`` is the figure's own left. A figure facing the camera has its left shoulder and hip
+  on the image right; a figure seen from behind on the image left. A horizontal flip with swapped
+  left/right labels keeps this rule true. Which way a figure faces is visible at 320 px, as it is
+  on real people: from the front, a light face with eyes and a mouth and a shirt front (the torso
+  filled in a second colour); from behind, dark hair and a plain torso in the body's colour.
+* As in COCO ("crowds and small objects will have num_keypoints = 0"), persons whose box area is
+  under 32^2 carry no keypoint labels (all ``v = 0``); COCO's keypoint evaluation ignores them.
 * 1 image in 12 has no object. In the train split 1 image in 20 holds a cluster of tiny circles
   annotated as one ``iscrowd = 1`` box of category circle (val has none).
 """
@@ -59,6 +63,7 @@ AREA_BANDS: tuple[tuple[float, float], ...] = ((10.0, 28.0), (36.0, 88.0), (104.
 EMPTY_EVERY = 12  # image i of a split has no object when i % EMPTY_EVERY == EMPTY_EVERY // 2
 MIN_VISIBLE = 0.35  # a later object may not leave an earlier one less visible than this
 JPEG_QUALITY = 90
+MIN_KEYPOINT_AREA = 32.0**2  # COCO: small persons carry no keypoint labels
 
 
 @dataclass
@@ -208,6 +213,11 @@ def _scaled(shape: _Shape, target: float, max_side: float) -> _Shape:
 _LIMBS = ((1, 2), (1, 3), (3, 5), (2, 4), (4, 6), (7, 8), (7, 9), (9, 11), (8, 10), (10, 12))
 
 
+def _torso(pts: np.ndarray) -> np.ndarray:
+    """[4, 2] int32 polygon: left shoulder, right shoulder, right hip, left hip."""
+    return pts[[1, 2, 8, 7]].astype(np.int32)
+
+
 def _render(shape: _Shape, offset: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The shape's pixels placed at ``offset``: a [size, size] bool mask and [P, 2] int points."""
     mask = np.zeros((size, size), np.uint8)
@@ -217,9 +227,10 @@ def _render(shape: _Shape, offset: np.ndarray, size: int) -> tuple[np.ndarray, n
         cv2.circle(mask, tuple(map(int, pts[0])), radius, 255, -1)
     elif shape.kind == "person":
         width = max(1, int(round(shape.radius / 2)))
-        neck, pelvis = (pts[1] + pts[2]) // 2, (pts[7] + pts[8]) // 2
-        for a, b in (*((pts[i], pts[j]) for i, j in _LIMBS), (neck, pelvis), (neck, pts[0])):
+        neck = (pts[1] + pts[2]) // 2
+        for a, b in (*((pts[i], pts[j]) for i, j in _LIMBS), (neck, pts[0])):
             cv2.line(mask, tuple(map(int, a)), tuple(map(int, b)), 255, width)
+        cv2.fillPoly(mask, [_torso(pts)], 255)
         cv2.circle(mask, tuple(map(int, pts[0])), radius, 255, -1)
     else:
         cv2.fillPoly(mask, [pts], 255)
@@ -236,24 +247,35 @@ def _paint(rng: np.random.Generator, img: np.ndarray, shape: _Shape, pts: np.nda
     shade = 1.0 + 0.2 * along / max(float(np.abs(along).max()), 1.0)
     img[ys, xs] = colour * shade[:, None]
     if shape.kind == "person":
-        _paint_head(img, shape, pts, colour)
+        _paint_front_or_back(rng, img, shape, pts, colour)
 
 
-def _paint_head(img: np.ndarray, shape: _Shape, pts: np.ndarray, colour: np.ndarray) -> None:
-    """A face (two eyes) when the figure faces the camera, dark hair when seen from behind."""
+def _paint_front_or_back(rng: np.random.Generator, img: np.ndarray, shape: _Shape, pts: np.ndarray,
+                         colour: np.ndarray) -> None:
+    """From the front: a shirt front (torso in a second colour) and a light face with eyes and a
+    mouth. From behind: the torso stays in the body's colour and the head is dark hair."""
     r = max(1, int(round(shape.radius)))
     head = tuple(map(int, pts[0]))
     if not shape.front:
         cv2.circle(img, head, r, tuple(float(c) for c in colour * 0.3), -1)
         return
-    if r < 3:
+    shirt = _random_colour(rng, (150, 256), (150, 256))
+    cv2.fillPoly(img, [_torso(pts)], shirt)
+    tone = rng.uniform(0.35, 1.0)
+    cv2.circle(img, head, r, (70 + 90 * tone, 100 + 100 * tone, 150 + 90 * tone), -1)  # skin, BGR
+    if r < 2:
         return
     up = pts[0] - (pts[1] + pts[2]) / 2
     up = up / max(float(np.linalg.norm(up)), 1e-6)
     side = np.array([-up[1], up[0]])
+    dark = (20.0, 20.0, 20.0)
     for s in (-1, 1):
-        eye = pts[0] + 0.2 * r * up + s * 0.4 * r * side
-        cv2.circle(img, tuple(int(round(c)) for c in eye), max(1, r // 5), (20.0, 20.0, 20.0), -1)
+        eye = pts[0] + 0.25 * r * up + s * 0.4 * r * side
+        cv2.circle(img, tuple(int(round(c)) for c in eye), max(1, r // 4), dark, -1)
+    mouth = pts[0] - 0.45 * r * up
+    half = 0.35 * r * side
+    cv2.line(img, tuple(int(round(c)) for c in mouth - half),
+             tuple(int(round(c)) for c in mouth + half), dark, max(1, r // 5))
 
 
 def _offset(rng: np.random.Generator, shape: _Shape, size: int, drawn: list[_Drawn],
@@ -333,9 +355,10 @@ def _annotation(obj: _Drawn, index: int, owner: np.ndarray) -> dict:
            "area": float(w * h), "iscrowd": obj.iscrowd}  # fmt: skip
     if obj.keypoints is not None:
         size = owner.shape[0]
+        small = w * h < MIN_KEYPOINT_AREA
         flat: list[float | int] = []
         for x, y in obj.keypoints.tolist():
-            if not (0 <= x < size and 0 <= y < size):
+            if small or not (0 <= x < size and 0 <= y < size):
                 flat += [0.0, 0.0, 0]
             else:
                 flat += [x + 0.5, y + 0.5, 1 if owner[y, x] > index else 2]

@@ -84,7 +84,8 @@ def test_perfect_detections_score_ap_one(dataset: dict[str, Path], split: str) -
               "score": 1.0} for a in anns]  # fmt: skip
     assert _evaluate(gt, boxes, "bbox")[0] == pytest.approx(1.0)
     kpts = [{"image_id": a["image_id"], "category_id": PERSON_ID, "keypoints": a["keypoints"],
-             "score": 1.0} for a in anns if a["category_id"] == PERSON_ID]  # fmt: skip
+             "score": 1.0} for a in anns
+            if a["category_id"] == PERSON_ID and a["num_keypoints"]]  # fmt: skip
     assert _evaluate(gt, kpts, "keypoints")[0] == pytest.approx(1.0)
 
 
@@ -168,14 +169,15 @@ def test_left_is_image_right_when_facing_camera() -> None:
 
 
 def test_keypoint_visibility_hand_case() -> None:
-    """A person (drawn first) whose wrist pixel a later box covers; one ankle is off the image."""
-    size = 10
+    """A person (drawn first) whose wrist pixel a later box covers; one ankle is off the image.
+    The same person under 32 x 32 pixels carries no keypoint labels (COCO's rule)."""
+    size = 48
     owner = np.full((size, size), -1, np.int32)
     kpts = np.tile([[2, 3]], (K, 1))
     kpts[KEYPOINT_NAMES.index("left_wrist")] = [6, 6]
-    kpts[KEYPOINT_NAMES.index("right_ankle")] = [12, 4]
+    kpts[KEYPOINT_NAMES.index("right_ankle")] = [50, 4]
     mask = np.zeros((size, size), bool)
-    mask[3:7, 2:7] = True
+    mask[3:40, 2:40] = True
     owner[mask] = 0
     owner[5:8, 5:8] = 1  # the later object
     ann = _annotation(_Drawn(PERSON_ID, mask, kpts), 0, owner)
@@ -184,7 +186,10 @@ def test_keypoint_visibility_hand_case() -> None:
     assert kp[KEYPOINT_NAMES.index("right_ankle")].tolist() == [0, 0, 0]
     assert kp[KEYPOINT_NAMES.index("head")].tolist() == [2.5, 3.5, 2]
     assert ann["num_keypoints"] == K - 1
-    assert ann["bbox"] == [2.0, 3.0, 5.0, 4.0] and ann["area"] == 20.0
+    assert ann["bbox"] == [2.0, 3.0, 38.0, 37.0] and ann["area"] == 38.0 * 37.0
+    mask[28:] = False  # 38 x 25 pixels: small
+    small = _annotation(_Drawn(PERSON_ID, mask, kpts), 0, owner)
+    assert small["area"] < 32 ** 2 and small["num_keypoints"] == 0 and not any(small["keypoints"])
 
 
 def test_cli_writes_dataset_and_rejects_bad_size(tmp_path: Path) -> None:
@@ -198,3 +203,32 @@ def test_cli_writes_dataset_and_rejects_bad_size(tmp_path: Path) -> None:
     assert len(list((tmp_path / "train").glob("*.jpg"))) == 2
     bad = subprocess.run(cmd + ["--size", "8"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "--size" in bad.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_small_persons_carry_no_keypoints_as_in_coco(dataset: dict[str, Path], split: str) -> None:
+    persons = [a for a in json.loads(dataset[split].read_text())["annotations"]
+               if a["category_id"] == PERSON_ID]
+    small = [a for a in persons if a["area"] < 32 ** 2]
+    assert small and all(a["num_keypoints"] == 0 and not any(a["keypoints"]) for a in small)
+    assert all(a["num_keypoints"] > 0 for a in persons if a["area"] >= 32 ** 2)
+
+
+def test_which_way_a_figure_faces_is_visible() -> None:
+    """A large figure alone: from the front its head is a light face and its torso a shirt of
+    another colour than its limbs; from behind, dark hair and a torso in the limbs' colour."""
+    seen = {}
+    for i in range(40):
+        image, anns = make_image(np.random.default_rng([7, i]), SIZE, n_objects=1)
+        if not anns or anns[0]["category_id"] != PERSON_ID or anns[0]["area"] < 90 ** 2:
+            continue
+        kp = np.array(anns[0]["keypoints"]).reshape(K, 3)
+        head, torso = kp[0, :2].astype(int), kp[[1, 2, 7, 8], :2].mean(0).astype(int)
+        knee = kp[KEYPOINT_NAMES.index("left_knee"), :2].astype(int)
+        front = kp[1, 0] > kp[2, 0]  # the own left on the image right: facing the camera
+        pixel = {n: image[y, x].astype(float) for n, (x, y) in
+                 (("head", head), ("torso", torso), ("knee", knee))}
+        seen[front] = (pixel["head"].mean(), np.abs(pixel["torso"] - pixel["knee"]).max())
+    assert set(seen) == {True, False}
+    assert seen[True][0] > seen[False][0] + 40  # light face vs dark hair
+    assert seen[True][1] > 30 and seen[False][1] < 40  # shirt vs plain torso
