@@ -52,7 +52,8 @@ def main() -> int:
     ckpt = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
     print(f"== evaluating {ckpt} on {d / 'val'}")
     rc = eval_cli.main(["--checkpoint", str(ckpt), "--images", str(d / "val"), "--annotations",
-                        str(d / "annotations/val.json"), "--out", str(run / "metrics.json")])
+                        str(d / "annotations/val.json"), "--out", str(run / "metrics.json"),
+                        "--mean-pose", str(d / "annotations/train.json")])
     if rc:
         return rc
     print(f"== drawing predictions -> {run / 'vis'}")

@@ -10,6 +10,10 @@ With ``--checkpoint`` the model predicts every image of the annotation files (re
 as in training's validation) and keypoint sigmas come from the checkpoint. Images that cannot be
 read are listed on stderr (``skipped image: <file>: <reason>``) and their objects count as missed.
 
+``--mean-pose TRAIN_JSON`` evaluates the same detections a second time with the training set's
+mean pose placed in each box (`detect.evaluation.mean_pose`): the keypoint head's floor, printed
+as ``keypoints_mean_pose`` with the ``keypoint_margin`` over it.
+
 Prints a per-head table; ``--out`` writes the metrics dict as JSON (atomically). User errors
 print one line ``error: <file>: <problem>`` to stderr and exit with status 2.
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from detect.data.annotations import merge_coco
 from detect.evaluation import evaluate, format_table, load_predictions
+from detect.evaluation.mean_pose import MeanPose, add_mean_pose, mean_pose
 
 
 class CliError(Exception):
@@ -47,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("faster", "pycocotools"), default="faster")
     parser.add_argument("--out", type=Path, help="write the metrics here as JSON")
     parser.add_argument("--kpt-sigmas", type=float, nargs="+", help="OKS sigmas, one per keypoint")
+    parser.add_argument(
+        "--mean-pose", type=Path, nargs="+", metavar="TRAIN_JSON",
+        help="also evaluate the same detections with the mean pose of these (training) annotation "
+             "files in each box instead of the predicted keypoints, and print the margin")
     return parser
 
 
@@ -121,9 +130,25 @@ def predict_with_checkpoint(args: argparse.Namespace) -> list[dict]:
 
 def run_evaluation(args: argparse.Namespace, gt: dict, predictions: list[dict]) -> dict:
     try:
-        return evaluate(gt, predictions, backend=args.backend, kpt_sigmas=args.kpt_sigmas)
+        metrics = evaluate(gt, predictions, backend=args.backend, kpt_sigmas=args.kpt_sigmas)
     except ValueError as e:
         raise CliError(f"{args.predictions}: {e}") from None
+    if args.mean_pose:
+        pose = load_mean_pose(args.mean_pose)
+        try:
+            metrics = add_mean_pose(metrics, gt, predictions, pose, args.backend, args.kpt_sigmas)
+        except ValueError as e:
+            raise CliError(f"{args.mean_pose[0]}: {e}") from None
+    return metrics
+
+
+def load_mean_pose(paths: list[Path]) -> MeanPose:
+    """The mean pose of the keypoint annotations in ``paths`` (merged by annotation id)."""
+    gt = load_ground_truth(paths)
+    try:
+        return mean_pose(gt)
+    except ValueError as e:
+        raise CliError(f"{paths[0]}: {e}") from None
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

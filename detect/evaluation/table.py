@@ -7,11 +7,14 @@ Example (COCO stats shown in %, "-" where COCO has no ground truth)::
     box_class_agnostic   40.2  60.1
     head                   AP  AP50  AP75   APm   APl    AR  AR50  AR75   ARm   ARl
     keypoints            50.3  ...
+    keypoints_mean_pose  12.1  ...     (with --mean-pose: the same boxes, the mean pose)
+    keypoint_margin     +38.2  ...
     classification       accuracy_on_matched 91.2 (523 matched)
 """
 from __future__ import annotations
 
 HEAD_WIDTH = 20
+SIGNED_ROWS = ("keypoint_margin",)  # differences, not COCO stats: negative is a value, not "-"
 COLUMN_WIDTH = 6
 
 
@@ -27,7 +30,8 @@ def format_table(metrics: dict) -> str:
         if names != header[: len(names)]:
             header = names
             lines.append(_row("head", header))
-        lines.append(_row(head, [_percent(stats[name]) for name in names]))
+        cell = _signed if head in SIGNED_ROWS else _percent
+        lines.append(_row(head, [cell(stats[name]) for name in names]))
     return "\n".join(lines)
 
 
@@ -45,6 +49,10 @@ def _row(label: str, cells: list[str]) -> str:
 
 def _percent(value: float) -> str:
     return "-" if value < 0 else f"{100 * value:.1f}"
+
+
+def _signed(value: float) -> str:
+    return f"{100 * value:+.1f}"
 
 
 def _classification_row(stats: dict) -> str:
