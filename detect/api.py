@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import torch
 
-from detect.config import Config, keypoint_sigmas, load_config, model_keypoints
+from detect.config import Config, keypoint_sigmas, load_config, model_keypoints, resolve_keypoints
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import read_image
 from detect.data.transforms import Sample, letterbox
@@ -29,7 +29,11 @@ class Prediction:
     """Detections of one image in original pixels.
 
     boxes [N, 4] xyxy, scores [N], labels [N] original category ids, names [N] class names,
-    keypoints [N, K, 3] (x, y, score) or None.
+    keypoints [N, K, 3] (x, y, score) or None (a model without a keypoint head).
+    has_keypoints [N] bool (None without a keypoint head): whether the detection's category has
+    keypoints. Keypoints belong to the categories that have them (``person`` in COCO): the rows
+    of the other detections are masked, all zeros, and written nowhere (COCO results, drawings,
+    video records).
     """
 
     boxes: np.ndarray
@@ -37,6 +41,17 @@ class Prediction:
     labels: np.ndarray
     names: list[str]
     keypoints: np.ndarray | None = None
+    has_keypoints: np.ndarray | None = None
+
+
+def mask_keypoints(keypoints: np.ndarray | None, labels: np.ndarray,
+                   kmeta: KeypointMeta | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(keypoints [N, K, 3] with zero rows for categories without keypoints, has_keypoints [N])
+    for detections of original category ids ``labels`` [N]; (None, None) without keypoints."""
+    if keypoints is None:
+        return None, None
+    has = np.array([kmeta is None or kmeta.has_keypoints(int(c)) for c in labels], bool)
+    return np.where(has[:, None, None], keypoints, 0).astype(np.float32), has
 
 
 class Detector:
@@ -71,7 +86,9 @@ class Detector:
         if k and (kmeta is None or kmeta.num_keypoints != k):
             have = 0 if kmeta is None else kmeta.num_keypoints
             raise CheckpointError(f"{path}: its config has {k} keypoints but it names {have}")
-        model = build_model(_no_pretrained(cfg).model, categories.num_classes, k)
+        model = build_model(_no_pretrained(cfg).model, categories.num_classes, k,
+                            kmeta.label_mask(categories) if k else None,
+                            kmeta.flip_pairs if k else ())
         ema = ckpt.get("ema")
         weights = ema.get("module") if use_ema and isinstance(ema, dict) else ckpt["model"]
         try:
@@ -85,8 +102,15 @@ class Detector:
     def from_config(cls, path: str | Path, overrides: Sequence[str] = (),
                     categories: Sequence[str] | None = None,
                     device: str | torch.device = "cpu") -> "Detector":
-        """Random initialisation; class names default to ``class0..`` (model.num_classes)."""
+        """Random initialisation; class names default to ``class0..`` (model.num_classes).
+        With no data to read them from, K is ``model.heads.num_keypoints``, else the number of
+        ``keypoint_sigmas``, else COCO's 17; keypoints are named ``kp0..``."""
         cfg = load_config(path, list(overrides))
+        heads = cfg.model.heads
+        k = heads.num_keypoints
+        if k is None:
+            k = len(heads.keypoint_sigmas) if heads.keypoint_sigmas is not None else 17
+        cfg = resolve_keypoints(cfg, tuple(f"kp{i}" for i in range(k)), str(path))
         n = len(categories) if categories else cfg.model.num_classes
         if n <= 0:
             raise ValueError("from_config needs model.num_classes > 0 or a categories list")
@@ -136,11 +160,12 @@ class Detector:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         labels = d.labels.cpu().numpy()
-        return Prediction(boxes=boxes, scores=d.scores.cpu().numpy(),
-                          labels=np.array([self.categories.category_id(int(i)) for i in labels],
-                                          np.int64),
-                          names=[self.categories.names[int(i)] for i in labels],
-                          keypoints=None if d.keypoints is None else d.keypoints.cpu().numpy())
+        ids = np.array([self.categories.category_id(int(i)) for i in labels], np.int64)
+        kpts, has = mask_keypoints(None if d.keypoints is None else d.keypoints.cpu().numpy(), ids,
+                                   self.keypoints)
+        return Prediction(boxes=boxes, scores=d.scores.cpu().numpy(), labels=ids,
+                          names=[self.categories.names[int(i)] for i in labels], keypoints=kpts,
+                          has_keypoints=has)
 
     @property
     def sigmas(self) -> tuple[float, ...]:
@@ -166,7 +191,8 @@ def _keypoint_meta(d: dict | None) -> KeypointMeta | None:
     if not d:
         return None
     return KeypointMeta(tuple(d["names"]), tuple(tuple(p) for p in d["skeleton"]),
-                        tuple(tuple(p) for p in d["flip_pairs"]))
+                        tuple(tuple(p) for p in d["flip_pairs"]),
+                        tuple(int(i) for i in d.get("category_ids", ())))  # () before they were kept
 
 
 def _no_pretrained(cfg: Config) -> Config:

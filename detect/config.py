@@ -96,8 +96,13 @@ class HeadsConfig:
     focal_gamma: float = 2.0
     box_loss: Literal["giou", "smooth_l1", "giou+l1"] = "giou"
     box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    num_keypoints: int = 0  # 0 = no keypoint head
-    keypoint_sigmas: tuple[float, ...] | None = None  # COCO's when num_keypoints == 17
+    # K; None: from the training annotations' categories (`resolve_keypoints`); 0: no keypoint head
+    num_keypoints: int | None = None
+    # per-keypoint OKS sigmas; None: COCO's when the keypoints are COCO's (by name, or K == 17)
+    keypoint_sigmas: tuple[float, ...] | None = None
+    # heatmaps on the finest level that snap regressed keypoints onto their joints
+    # (detect/heads/keypoint_heatmap.py); needs one anchor per location
+    keypoint_heatmaps: bool = False
 
 
 @dataclass(frozen=True)
@@ -384,12 +389,14 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
     """Cross-field checks that types alone cannot express."""
     heads = cfg.model.heads
     k = heads.num_keypoints
-    if heads.keypoint_sigmas is not None:
-        if len(heads.keypoint_sigmas) != k:
-            raise ConfigError(
-                f"{_where('model.heads.keypoint_sigmas', origin)}: 'model.heads.keypoint_sigmas' "
-                f"has {len(heads.keypoint_sigmas)} values but model.heads.num_keypoints is {k}")
-    elif k not in (0, COCO_PERSON_SIGMAS_LEN):
+    if k is not None and k < 0:
+        raise ConfigError(f"{_where('model.heads.num_keypoints', origin)}: "
+                          f"model.heads.num_keypoints must be >= 0 or null, got {k}")
+    if k and heads.keypoint_sigmas is not None and len(heads.keypoint_sigmas) != k:
+        raise ConfigError(
+            f"{_where('model.heads.keypoint_sigmas', origin)}: 'model.heads.keypoint_sigmas' "
+            f"has {len(heads.keypoint_sigmas)} values but model.heads.num_keypoints is {k}")
+    if k and heads.keypoint_sigmas is None and k != COCO_PERSON_SIGMAS_LEN:
         raise ConfigError(
             f"{_where('model.heads.num_keypoints', origin)}: model.heads.num_keypoints is {k}: "
             f"set model.heads.keypoint_sigmas ({k} values); COCO's sigmas apply only to 17")
@@ -423,8 +430,9 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
 
 def model_keypoints(cfg: Config) -> int:
     """Keypoints the built model predicts: ``model.heads.num_keypoints`` when ``train.heads``
-    includes ``keypoints``, else 0 (no keypoint head is built, trained, run or saved)."""
-    return cfg.model.heads.num_keypoints if "keypoints" in cfg.train.heads else 0
+    includes ``keypoints``, else 0 (no keypoint head is built, trained, run or saved). A K left
+    to the data (None) counts as 0 until `resolve_keypoints` has read it from the data."""
+    return (cfg.model.heads.num_keypoints or 0) if "keypoints" in cfg.train.heads else 0
 
 
 def keypoint_sigmas(cfg: HeadsConfig) -> tuple[float, ...]:
@@ -435,3 +443,54 @@ def keypoint_sigmas(cfg: HeadsConfig) -> tuple[float, ...]:
         from detect.losses import COCO_PERSON_SIGMAS
         return tuple(float(s) for s in COCO_PERSON_SIGMAS)
     return ()
+
+
+def resolve_keypoints(cfg: Config, names: tuple[str, ...], source: str) -> Config:
+    """The config with its keypoint settings made concrete from the training data's keypoint
+    ``names`` (``()``: the data has no keypoints), read from ``source``:
+
+    * ``train.heads`` without ``keypoints``: box-only, whatever the data has (K = 0).
+    * K is the data's unless ``model.heads.num_keypoints`` sets it (then they must agree); K = 0
+      trains and evaluates the other heads only.
+    * sigmas are the config's, else COCO's for COCO keypoint names (or 17 unnamed ones); any
+      other K without sigmas is a `ConfigError` saying how to give them.
+    """
+    heads = cfg.model.heads
+    k_data = len(names)
+    if "keypoints" not in cfg.train.heads:
+        k = 0
+    elif heads.num_keypoints is None:
+        k = k_data
+    elif heads.num_keypoints != k_data:
+        raise ConfigError(f"{source}: model.heads.num_keypoints is {heads.num_keypoints} but the "
+                          f"training annotations have {k_data} keypoints per object (leave it "
+                          "unset to follow the data, or set train.heads=[cls,box] for boxes only)")
+    else:
+        k = k_data
+    sigmas = heads.keypoint_sigmas if k else None
+    if k and sigmas is None:
+        sigmas = _known_sigmas(names)
+    if k and sigmas is None:
+        raise ConfigError(f"{source}: the training annotations have {k} keypoints "
+                          f"({', '.join(names[:4])}{', ...' if k > 4 else ''}) with no known OKS "
+                          f"sigmas: set model.heads.keypoint_sigmas to {k} values, one per keypoint "
+                          "(COCO's per joint: detect.losses.COCO_PERSON_SIGMAS)")
+    if k and len(sigmas) != k:
+        raise ConfigError(f"{source}: model.heads.keypoint_sigmas has {len(sigmas)} values but the "
+                          f"training annotations have {k} keypoints per object")
+    train_heads = cfg.train.heads if k else tuple(h for h in cfg.train.heads if h != "keypoints")
+    return dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, heads=dataclasses.replace(
+            heads, num_keypoints=k, keypoint_sigmas=tuple(sigmas) if k else None)),
+        train=dataclasses.replace(cfg.train, heads=train_heads))
+
+
+def _known_sigmas(names: tuple[str, ...]) -> tuple[float, ...] | None:
+    """COCO's person sigmas for keypoints named as COCO's (any order), or for 17 unnamed ones."""
+    from detect.losses import COCO_PERSON_KEYPOINTS, COCO_PERSON_SIGMAS
+    by_name = dict(zip(COCO_PERSON_KEYPOINTS, COCO_PERSON_SIGMAS))
+    if all(n in by_name for n in names):
+        return tuple(float(by_name[n]) for n in names)
+    if len(names) == COCO_PERSON_SIGMAS_LEN and not any(n in by_name for n in names):
+        return tuple(float(s) for s in COCO_PERSON_SIGMAS)
+    return None

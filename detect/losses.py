@@ -46,6 +46,19 @@ def focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: floa
     return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="sum")
 
 
+def quality_focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0) -> Tensor:
+    """Focal loss with soft targets (Li et al., "Generalized Focal Loss", 2020): BCE weighted by
+    ``|sigmoid(logit) - target| ** gamma``, so easy cells, near 0 or near their target, fade.
+
+    Args:
+        logits, targets: same shape; targets in [0, 1].
+    Returns:
+        Elementwise loss, not reduced.
+    """
+    weight = (logits.sigmoid() - targets).abs().pow(gamma)
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * weight
+
+
 def giou_loss(pred: Tensor, target: Tensor) -> Tensor:
     """``1 - GIoU`` between paired boxes.
 

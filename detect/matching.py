@@ -248,9 +248,13 @@ def match_batch(
     labels = torch.stack([_gather(t.labels.to(dev, torch.int64), m, -1) for t, m in zip(targets, matched)])  # [B, A]
     areas = torch.stack([_gather(_areas(t).to(anchors), m, 1.0) for t, m in zip(targets, matched)])  # [B, A]
     keypoints = _gather_keypoints(targets, matched, dev)
-    m = Matches(anchors, matched, boxes, labels, keypoints, areas)
-    counts = torch.stack([m.positive.sum(), m.keypoint_positive.sum()])
-    m.num_positive, m.num_keypoint_positive = loss_normalizers(counts)  # over DDP ranks
+    m = Matches(anchors, matched, boxes, labels, keypoints, areas,
+                num_anchors_per_level=tuple(num_anchors_per_level), targets=list(targets))
+    labelled = sum(int((t.keypoints[..., 2] > 0).sum()) for t in targets if t.keypoints is not None)
+    counts = torch.stack([m.positive.sum(), m.keypoint_positive.sum(),
+                          torch.tensor(labelled, device=dev)])
+    # over DDP ranks
+    m.num_positive, m.num_keypoint_positive, m.num_labelled_keypoints = loss_normalizers(counts)
     return m
 
 

@@ -109,7 +109,8 @@ def _top_candidates(
     return torch.cat(values, 1), torch.cat(anchors, 1), torch.cat(labels, 1)  # [B, L*k] each
 
 
-PerImage = Callable[[int, Tensor], Tensor]
+PerImage = Callable[[int, Tensor], Tensor]  # (image, anchor indices [M]) -> [M, ...]
+KeypointsOf = Callable[[int, Tensor, Tensor, Tensor], Tensor]  # image, anchors, boxes, labels
 """``(b, anchor_indices [M]) -> [M, ...]``: image b's decoded outputs at those anchors only."""
 
 
@@ -145,7 +146,7 @@ def postprocess(
         B `Detections`, sorted by decreasing score; boxes [N, 4], scores [N], labels [N] int64,
         keypoints [N, K, 3] or None.
     """
-    keypoints_of = None if keypoints is None else (lambda b, anchors: keypoints[b, anchors])
+    keypoints_of = None if keypoints is None else (lambda b, anchors, *_: keypoints[b, anchors])
     return postprocess_lazy(
         scores, lambda b, anchors: boxes[b, anchors], num_anchors_per_level, keypoints_of,
         image_sizes, score_thresh, topk_per_level, nms_iou, max_detections, class_agnostic,
@@ -156,7 +157,7 @@ def postprocess_lazy(
     scores: Tensor,
     boxes_of: PerImage,
     num_anchors_per_level: list[int],
-    keypoints_of: PerImage | None = None,
+    keypoints_of: KeypointsOf | None = None,
     image_sizes: list[tuple[int, int]] | None = None,
     score_thresh: float = 0.05,
     topk_per_level: int = 1000,
@@ -167,7 +168,8 @@ def postprocess_lazy(
 ) -> list[Detections]:
     """`postprocess` that decodes only what it keeps: boxes of the pre-NMS candidates
     (``boxes_of(b, anchors) -> [M, 4]``) and keypoints of the final detections
-    (``keypoints_of(b, anchors) -> [N, K, 3]``), instead of every anchor. Same arguments and
+    (``keypoints_of(b, anchors, boxes, labels) -> [N, K, 3]``, given the detections' boxes
+    [N, 4] and labels [N]), instead of every anchor. Same arguments and
     results as `postprocess` otherwise."""
     if sum(num_anchors_per_level) != scores.shape[1]:
         raise ValueError(f"num_anchors_per_level sums to {sum(num_anchors_per_level)}, "
@@ -182,7 +184,8 @@ def postprocess_lazy(
         det, keep = _select(values[b][valid], labels[b][valid], boxes_of(b, cand_anchors), size,
                             nms_iou, max_detections, class_agnostic, soft_nms_sigma, score_thresh)
         if keypoints_of is not None:
-            det = replace(det, keypoints=keypoints_of(b, cand_anchors[keep]))  # [N, K, 3]
+            kpts = keypoints_of(b, cand_anchors[keep], det.boxes, det.labels)  # [N, K, 3]
+            det = replace(det, keypoints=kpts)
         results.append(det)
     return results
 

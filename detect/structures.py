@@ -112,6 +112,11 @@ class Matches:
             is the count over every rank's batch divided by the number of ranks
             (`detect.distributed.loss_normalizers`).
         num_keypoint_positive: the same for `keypoint_positive` (the keypoint head's normaliser).
+        num_labelled_keypoints: the same for the labelled keypoints (v > 0) of the batch's
+            ground truth (the keypoint heatmaps' normaliser).
+        num_anchors_per_level: anchors of each level (the first ``A_0`` rows are the finest).
+        targets: the ground truth matched, for heads whose targets are dense maps rather than
+            per-anchor values (keypoint heatmaps).
     """
 
     BACKGROUND = -1
@@ -125,6 +130,9 @@ class Matches:
     areas: Tensor
     num_positive: Tensor | None = None  # set by `match_batch`
     num_keypoint_positive: Tensor | None = None  # set by `match_batch`
+    num_labelled_keypoints: Tensor | None = None  # set by `match_batch`
+    num_anchors_per_level: tuple[int, ...] = ()  # A_l, summing to A
+    targets: list[Target] = field(default_factory=list)  # the batch's ground truth, per image
 
     @property
     def positive(self) -> Tensor:

@@ -67,3 +67,37 @@ def test_bad_yaml_and_missing_file(tmp_path):
     bad = write(tmp_path, "bad.yaml", "train: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_config(bad)
+
+
+def _resolved(names: tuple[str, ...], *overrides: str):
+    from detect.config import resolve_keypoints
+    return resolve_keypoints(load_config("configs/demo.yaml", list(overrides)), names, "train.json")
+
+
+def test_keypoint_settings_follow_the_data() -> None:
+    from detect.data.synthetic import KEYPOINT_NAMES
+    from detect.losses import COCO_PERSON_KEYPOINTS, COCO_PERSON_SIGMAS
+    demo = _resolved(KEYPOINT_NAMES)  # 13 keypoints, the demo config's sigmas
+    assert demo.model.heads.num_keypoints == 13 and len(demo.model.heads.keypoint_sigmas) == 13
+    assert "keypoints" in demo.train.heads
+    boxes = _resolved(())  # the same config on a box-only dataset: box-only, no override
+    assert boxes.model.heads.num_keypoints == 0 and boxes.train.heads == ("cls", "box")
+    only = _resolved(KEYPOINT_NAMES, "train.heads=[cls,box]")  # box-only whatever the data has
+    assert only.model.heads.num_keypoints == 0 and only.train.heads == ("cls", "box")
+    coco = _resolved(tuple(reversed(COCO_PERSON_KEYPOINTS)), "model.heads.keypoint_sigmas=null")
+    assert coco.model.heads.keypoint_sigmas == tuple(reversed(COCO_PERSON_SIGMAS))  # by name
+    again = config_from_dict(config_to_dict(demo))  # what a checkpoint stores reloads as it is
+    assert again == demo
+
+
+def test_keypoint_settings_that_do_not_fit_the_data_say_how_to_fix_them() -> None:
+    with pytest.raises(ConfigError, match=r"train.json: the training annotations have 3 keypoints "
+                                          r"\(a, b, c\) with no known OKS sigmas: set "
+                                          r"model.heads.keypoint_sigmas to 3 values"):
+        _resolved(("a", "b", "c"), "model.heads.keypoint_sigmas=null")
+    with pytest.raises(ConfigError, match="keypoint_sigmas has 13 values but the training "
+                                          "annotations have 3 keypoints"):
+        _resolved(("a", "b", "c"))
+    with pytest.raises(ConfigError, match="num_keypoints is 13 but the training annotations "
+                                          "have 0 keypoints"):
+        _resolved((), "model.heads.num_keypoints=13")

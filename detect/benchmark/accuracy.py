@@ -23,7 +23,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from detect.balancing import build_balancer, head_totals
 from detect.benchmark.common import Options, Row, setup
-from detect.config import Config, keypoint_sigmas, load_config, model_keypoints
+from detect.config import Config, keypoint_sigmas, load_config, model_keypoints, resolve_keypoints
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.data.synthetic import generate
 from detect.engine.inference import detections_to_coco, evaluate_model
@@ -158,6 +158,8 @@ def accuracy(opts: Options, data_root: Path = DATA) -> list[Row]:
     train_ds = build_dataset(cfg.data, cfg.data.train, train=True, seed=cfg.train.seed)
     val_ds = build_dataset(cfg.data, cfg.data.val, train=False, name="data.val")
     categories, num_classes = train_ds.ann.categories, train_ds.ann.categories.num_classes
+    kmeta = train_ds.ann.keypoints
+    cfg = resolve_keypoints(cfg, kmeta.names if kmeta else (), "data.train")
     sigmas = keypoint_sigmas(cfg.model.heads) or None
     val_loader = build_loader(val_ds, cfg.train.batch_size, EpochSampler(len(val_ds), False),
                               cfg.data.workers, cfg.data.size_divisor)

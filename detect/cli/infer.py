@@ -131,7 +131,7 @@ def to_records(pred, image_name: str) -> list[dict]:
         r = {"image_id": image_id, "file_name": image_name, "category_id": int(pred.labels[i]),
              "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
              "score": round(float(pred.scores[i]), 5)}
-        if pred.keypoints is not None:
+        if pred.keypoints is not None and pred.has_keypoints[i]:
             r["keypoints"] = [round(float(v), 2) for v in np.asarray(pred.keypoints[i]).reshape(-1)]
         recs.append(r)
     return recs

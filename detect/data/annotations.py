@@ -53,15 +53,25 @@ class CategoryMap:
 
 @dataclass(frozen=True)
 class KeypointMeta:
-    """Keypoint names, skeleton (0-based pairs) and left/right flip pairs of the dataset."""
+    """Keypoint names, skeleton (0-based pairs) and left/right flip pairs of the dataset, and the
+    original ids of the categories that have keypoints (``()``: every category)."""
 
     names: tuple[str, ...]
     skeleton: tuple[tuple[int, int], ...] = ()
     flip_pairs: tuple[tuple[int, int], ...] = ()
+    category_ids: tuple[int, ...] = ()
 
     @property
     def num_keypoints(self) -> int:
         return len(self.names)
+
+    def has_keypoints(self, category_id: int) -> bool:
+        """Whether objects of this category carry keypoints."""
+        return not self.category_ids or category_id in self.category_ids
+
+    def label_mask(self, categories: CategoryMap) -> np.ndarray:
+        """[C] bool over contiguous labels: which classes carry keypoints."""
+        return np.array([self.has_keypoints(i) for i in categories.ids], bool)
 
 
 @dataclass
@@ -245,7 +255,7 @@ def _keypoint_meta(categories: list[dict], src: str,
     for a, b in pairs:
         if not (0 <= a < len(names) and 0 <= b < len(names)):
             raise DatasetError(f"flip pair ({a}, {b}) is out of range for {len(names)} keypoints")
-    return KeypointMeta(names, skeleton, tuple(pairs))
+    return KeypointMeta(names, skeleton, tuple(pairs), tuple(int(c["id"]) for c in with_kpts))
 
 
 def _image_record(img: dict, anns: list[tuple[int, dict]], cat_map: CategoryMap,

@@ -36,8 +36,10 @@ def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: Postpr
                                 None if d.keypoints is None else d.keypoints.cpu())
 
 
-def detections_to_coco(det: Detections, image_id: int, categories: CategoryMap) -> list[dict]:
-    """COCO results records: bbox xywh, original category ids, flat keypoints [x, y, s] * K."""
+def detections_to_coco(det: Detections, image_id: int, categories: CategoryMap,
+                       keypoint_classes: list[bool] | None = None) -> list[dict]:
+    """COCO results records: bbox xywh, original category ids, flat keypoints [x, y, s] * K for
+    detections of classes with keypoints (``keypoint_classes`` [C]; None: every class)."""
     boxes = det.boxes.tolist()
     scores = det.scores.tolist()
     labels = det.labels.tolist()
@@ -47,10 +49,16 @@ def detections_to_coco(det: Detections, image_id: int, categories: CategoryMap) 
         rec = {"image_id": int(image_id), "category_id": categories.category_id(labels[i]),
                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                "score": round(scores[i], 5)}
-        if kpts is not None:
+        if kpts is not None and (keypoint_classes is None or keypoint_classes[labels[i]]):
             rec["keypoints"] = [round(v, 2) for v in kpts[i]]
         out.append(rec)
     return out
+
+
+def keypoint_classes(model: MultiHeadDetector) -> list[bool] | None:
+    """[C]: which classes' detections carry keypoints (None: all, or no keypoint head)."""
+    head = model.heads["keypoints"] if "keypoints" in model.heads else None
+    return None if head is None or head.classes.numel() == 0 else head.classes.tolist()
 
 
 def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
@@ -58,8 +66,9 @@ def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: Postproce
                  skipped: list[str] | None = None) -> list[dict]:
     """COCO results for every readable image of ``loader`` (unreadable ones go to ``skipped``)."""
     results: list[dict] = []
+    with_kpts = keypoint_classes(model)
     for t, det in predict_batches(model, loader, params, device, skipped):
-        results += detections_to_coco(det, t.image_id, categories)
+        results += detections_to_coco(det, t.image_id, categories, with_kpts)
     return results
 
 

@@ -20,7 +20,8 @@ from torch import nn
 from tqdm import tqdm
 
 from detect.balancing import build_balancer, head_totals
-from detect.config import Config, config_to_dict, keypoint_sigmas, model_keypoints, save_config
+from detect.config import (Config, config_to_dict, keypoint_sigmas, model_keypoints,
+                           resolve_keypoints, save_config)
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.engine.checkpoint import (CheckpointError, load_checkpoint, load_weights,
@@ -32,6 +33,7 @@ from detect.engine.init_from import init_from_checkpoint
 from detect.engine.logging import MetricsLogger
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
+from detect.evaluation.mean_pose import mean_pose
 from detect.models.build import build_model
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Batch
@@ -56,6 +58,7 @@ def checkpoint_meta(cfg: Config, categories: CategoryMap, kmeta: KeypointMeta | 
         meta["keypoints"] = {"names": list(kmeta.names),
                              "skeleton": [list(p) for p in kmeta.skeleton],
                              "flip_pairs": [list(p) for p in kmeta.flip_pairs],
+                             "category_ids": list(kmeta.category_ids),
                              "sigmas": list(keypoint_sigmas(cfg.model.heads))}
     return meta
 
@@ -86,7 +89,7 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: str | Path | None = None,
                  device: str | None = None, show_progress: bool = True,
                  init_from: str | Path | None = None) -> None:
-        self.cfg = cfg
+        self.cfg = self.cfg_requested = cfg  # cfg: keypoint settings resolved from the data
         self.out = Path(out_dir)
         self.rank, self.world = _init_distributed()
         self.device = torch.device(device or (f"cuda:{_local_rank()}" if torch.cuda.is_available()
@@ -110,11 +113,12 @@ class Trainer:
         if cfg.model.num_classes and cfg.model.num_classes != self.categories.num_classes:
             raise TrainingError(f"model.num_classes is {cfg.model.num_classes} but the training "
                                 f"annotations have {self.categories.num_classes} categories")
-        k = model_keypoints(cfg)
-        if k and (self.kmeta is None or self.kmeta.num_keypoints != k):
-            have = 0 if self.kmeta is None else self.kmeta.num_keypoints
-            raise TrainingError(f"model.heads.num_keypoints is {k} but the training annotations "
-                                f"have {have} keypoints per object")
+        names = self.kmeta.names if self.kmeta is not None else ()
+        self.cfg = cfg = resolve_keypoints(cfg, names, cfg.data.train.annotations[0])
+        if not model_keypoints(cfg) and "keypoints" in self.cfg_requested.train.heads:
+            if self.rank == 0:
+                print("note: the training annotations have no keypoints: training "
+                      f"{', '.join(cfg.train.heads)}")
         self.sampler = EpochSampler(len(self.train_ds), True, cfg.train.seed, self.rank, self.world)
         self.loader = build_loader(self.train_ds, cfg.train.batch_size, self.sampler,
                                    cfg.data.workers, cfg.data.size_divisor, drop_last=False)
@@ -127,7 +131,13 @@ class Trainer:
     def _build_model(self, init_from: str | Path | None) -> None:
         cfg = self.cfg
         k = model_keypoints(cfg)
-        self.model: MultiHeadDetector = build_model(cfg.model, self.categories.num_classes, k)
+        kmeta = self.kmeta if k else None
+        self.model: MultiHeadDetector = build_model(
+            cfg.model, self.categories.num_classes, k,
+            kmeta.label_mask(self.categories) if kmeta else None,
+            kmeta.flip_pairs if kmeta else ())
+        if k:
+            self._start_from_mean_pose()
         if init_from is not None:
             report = init_from_checkpoint(self.model, init_from)
             if self.rank == 0:
@@ -168,6 +178,17 @@ class Trainer:
         if t.max_steps > 0:
             return t.max_steps
         return max(1, t.epochs * math.ceil(len(self.loader) / t.accumulate))
+
+    def _start_from_mean_pose(self) -> None:
+        """The keypoint head starts at the training data's mean pose (flips included)."""
+        try:
+            pose = mean_pose(self.train_ds.ann.gt)
+        except ValueError:  # no labelled keypoint: nothing to start from
+            return
+        if self.kmeta is not None:
+            pose = pose.with_flips(self.kmeta.flip_pairs, self.cfg.data.hflip)
+        self.model.heads["keypoints"].set_prior(torch.from_numpy(pose.xy).float(),
+                                                torch.from_numpy(pose.score).float())
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:

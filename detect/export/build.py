@@ -44,6 +44,7 @@ def build_meta(det: "Detector", graph: ExportGraph, input_dtype: InputDtype) -> 
         class_names=list(det.categories.names), category_ids=list(det.categories.ids),
         keypoint_names=list(kmeta.names) if kmeta else [],
         skeleton=[list(e) for e in kmeta.skeleton] if kmeta else [],
+        keypoint_category_ids=list(kmeta.category_ids) if kmeta else [],
         score_threshold=p.score_thresh, nms_iou=p.nms_iou, max_detections=p.max_detections,
         topk_per_level=p.topk_per_level, class_agnostic=p.class_agnostic,
         max_pixels=det.cfg.data.max_pixels, outputs=list(graph.output_names))

@@ -121,7 +121,7 @@ class ExportGraph(nn.Module):
         self.has_keypoints = "keypoints" in model.heads
         self.num_classes = len(category_ids)
         device = next(model.parameters()).device
-        sizes = self._feature_sizes(device)
+        sizes = self.feature_sizes = self._feature_sizes(device)
         self.register_buffer("anchors", model.anchors(sizes, device).clone())  # [A, 4]
         self.per_level = model.anchor_generator.num_anchors_per_level(sizes)
         self.num_candidates = sum(min(params.topk_per_level, n * self.num_classes)
@@ -154,7 +154,8 @@ class ExportGraph(nn.Module):
                "labels": torch.where(valid, self.category_ids[labels.gather(1, order)], -1),
                "num_detections": valid.sum(1)}
         if self.has_keypoints:
-            kpts = self._keypoints(preds["keypoints"], anchor_idx.gather(1, order))  # [B, D, K, 3]
+            kpts = self._keypoints(preds["keypoints"], anchor_idx.gather(1, order),
+                                   out["boxes"], labels.gather(1, order))  # [B, D, K, 3]
             out["keypoints"] = kpts * valid[..., None, None]
         return tuple(v if k == "num_detections" else self._pad(v) for k, v in out.items())
 
@@ -205,9 +206,14 @@ class ExportGraph(nn.Module):
         kept = torch.zeros_like(values.flatten()).scatter(0, flat, 1.0)  # [B * M]
         return kept.view_as(values) > 0
 
-    def _keypoints(self, pred: Tensor, anchor_idx: Tensor) -> Tensor:
-        """Decode keypoints of the detections only: pred [B, A, 3K], anchor_idx [B, D] ->
-        [B, D, K, 3]."""
-        rows = _gather(pred, anchor_idx).flatten(0, 1)[None]  # [1, B * D, 3K]
-        kpts = self.model.heads["keypoints"].decode(rows, self.anchors[anchor_idx.flatten()])
-        return kpts[0].unflatten(0, (-1, anchor_idx.shape[1]))  # [B, D, K, 3]
+    def _keypoints(self, pred: Tensor, anchor_idx: Tensor, boxes: Tensor, labels: Tensor) -> Tensor:
+        """Decode keypoints of the detections only, relative to their boxes (and refined on the
+        heatmaps), zeros for classes without keypoints: pred [B, A, 3K], anchor_idx [B, D], boxes [B, D, 4], labels [B, D]
+        (contiguous) -> [B, D, K, 3]."""
+        head = self.model.heads["keypoints"]
+        kpts = head.decode(_gather(pred, anchor_idx), boxes)
+        if head.num_heatmaps:  # snapped onto the finest level's heatmaps
+            heat = head.heatmaps(pred, self.per_level[0])  # [B, H_0 * W_0, J]
+            kpts = head.refine(kpts, heat, self.feature_sizes[0],
+                               self.model.anchor_generator.strides[0])
+        return head.mask_detections(kpts, labels)

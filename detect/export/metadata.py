@@ -6,7 +6,7 @@ object) inside a TorchScript archive. Keys are the field names of `ExportMeta`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from detect.data.transforms import PAD_VALUE
 
@@ -23,6 +23,8 @@ class ExportMeta:
         category_ids: original category id of each class, same order; the graph's ``labels``
             output holds these ids.
         keypoint_names: K names ([] without a keypoint head).
+        keypoint_category_ids: the categories whose detections carry keypoints ([]: all); the
+            graph's ``keypoints`` rows of other detections are zeros.
         skeleton: 0-based keypoint index pairs to draw.
         score_threshold, nms_iou, max_detections, topk_per_level, class_agnostic: the
             post-processing built into the graph.
@@ -45,6 +47,7 @@ class ExportMeta:
     outputs: list[str]
     pad_value: int = PAD_VALUE
     format: str = FORMAT
+    keypoint_category_ids: list[int] = field(default_factory=list)  # absent in older exports
 
     def to_props(self) -> dict[str, str]:
         """ONNX ``metadata_props``: every value JSON-encoded."""
@@ -63,7 +66,8 @@ class ExportMeta:
         """Raises ValueError naming ``source`` when the format is unknown or a key is missing."""
         if d.get("format") != FORMAT:
             raise ValueError(f"{source}: no detect export metadata (format {FORMAT} expected)")
-        missing = [f.name for f in fields(cls) if f.name not in d]
+        missing = [f.name for f in fields(cls) if f.name not in d
+                   and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ValueError(f"{source}: export metadata lacks {', '.join(missing)}")
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detect.api import ImageInput, Prediction, letterbox_image, load_image
+from detect.api import ImageInput, Prediction, letterbox_image, load_image, mask_keypoints
 from detect.config import ConfigError
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.transforms import Sample
@@ -40,7 +40,8 @@ class ExportedDetector:
         self.image_size, self.max_pixels = meta.input_size, meta.max_pixels
         self.categories = CategoryMap(tuple(meta.category_ids), tuple(meta.class_names))
         self.keypoints = (KeypointMeta(tuple(meta.keypoint_names),
-                                       tuple(tuple(e) for e in meta.skeleton))
+                                       tuple(tuple(e) for e in meta.skeleton),
+                                       category_ids=tuple(meta.keypoint_category_ids))
                           if meta.keypoint_names else None)
         self._exported = PostprocessParams(meta.score_threshold, meta.topk_per_level, meta.nms_iou,
                                            meta.max_detections, meta.class_agnostic)
@@ -141,9 +142,10 @@ class ExportedDetector:
         if "keypoints" in out:
             kpts = out["keypoints"][b, :n][keep].astype(np.float32)  # [N, K, 3]
             kpts[..., :2] = (kpts[..., :2] - offset) / s.scale
+        kpts, has = mask_keypoints(kpts, labels, self.keypoints)
         return Prediction(boxes=boxes, scores=out["scores"][b, :n][keep].astype(np.float32),
                           labels=labels, names=[self._names[int(i)] for i in labels],
-                          keypoints=kpts)
+                          keypoints=kpts, has_keypoints=has)
 
 
 def _require_file(path: str | Path) -> None:

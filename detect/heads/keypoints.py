@@ -1,68 +1,149 @@
-"""Keypoint head: per anchor, K offsets from the anchor centre (scaled by anchor size) and K
-visibility logits. Loss: 1 - OKS plus BCE on visibility, over positives whose object has at least
-one labelled keypoint (YOLO-Pose style), plus an L1 term on scale-normalised positions: 1 - OKS
-alone has almost no gradient for keypoints far from their target (exp of a large negative), so
-early training would barely move them."""
+"""Keypoint head: per anchor, K offsets from the centre of the object's box, in units of the box's
+width and height, and K visibility logits.
+
+Offsets are relative to the box the keypoints belong to (the matched ground-truth box in training,
+the detected box at inference), not to the anchor: a pose in box units does not depend on the
+object's size or on how far its anchor is from its centre, so the head learns the pose alone. The
+predictor's bias starts at the training set's mean pose (`KeypointHead.set_prior`), so training
+starts from the floor a keypoint head must clear and spends its steps on what the image shows.
+
+Loss: 1 - OKS plus BCE on visibility, over positives whose object has at least one labelled
+keypoint (YOLO-Pose style), plus an L1 term on scale-normalised positions: 1 - OKS alone has
+almost no gradient for keypoints far from their target (exp of a large negative)."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from detect.box_coder import BoxCoder
 from detect.heads.base import Head, Tower
-from detect.losses import keypoint_l1, oks_loss, visibility_loss
+from detect.heads.keypoint_heatmap import heatmap_targets, refine_keypoints
+from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
 from detect.structures import Matches
 
 
 class KeypointHead(Head):
-    """pred [B, A, K*3]: (dx, dy) per keypoint then K visibility logits.
+    """pred [B, A, 3K + J]: (dx, dy) per keypoint, from the box centre in box widths and heights,
+    then K visibility logits, then J heatmap logits (``heatmap_groups``: the heatmap of each
+    keypoint, `detect.heads.keypoint_heatmap`; none without them).
 
     Losses (divided by the number of contributing positives, at least 1:
     `Matches.num_keypoint_positive`): ``loss_kpt`` (1 - OKS with per-keypoint ``sigmas`` and the
     matched box area as scale), ``loss_kpt_l1``
     (mean L1 distance of labelled keypoints divided by sqrt(area), times ``l1_weight``) and
-    ``loss_kpt_vis`` (BCE of "labelled" on every keypoint). With no contributing positive all are
+    ``loss_kpt_vis`` (BCE of "labelled" on every keypoint), and with heatmaps ``loss_kpt_heat``
+    (quality focal loss on the finest level, divided by the number of labelled keypoints,
+    `Matches.num_labelled_keypoints`). With no contributing positive all are
     ``0 * pred.sum()``: zero, finite, and still connected to the graph.
     """
 
     name = "keypoints"
 
     def __init__(self, in_channels: int, num_anchors: int, num_keypoints: int, tower: Tower | None,
-                 coder: BoxCoder, sigmas: tuple[float, ...], l1_weight: float = 1.0) -> None:
-        super().__init__(in_channels, num_anchors, num_keypoints * 3, tower)
+                 coder: BoxCoder, sigmas: tuple[float, ...], l1_weight: float = 1.0,
+                 heatmap_groups: list[int] | None = None, prior_prob: float = 0.01) -> None:
+        groups = heatmap_groups or []
+        super().__init__(in_channels, num_anchors, num_keypoints * 3 + len(set(groups)), tower)
         if len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} sigmas for {num_keypoints} keypoints")
+        if groups and (len(groups) != num_keypoints or num_anchors != 1):
+            raise ValueError("keypoint heatmaps need one group per keypoint and one anchor per "
+                             f"location (got {len(groups)} groups, {num_anchors} anchors)")
         self.num_keypoints = num_keypoints
+        self.num_heatmaps = len(set(groups))
         self.l1_weight = l1_weight
         self.coder = coder
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float32), persistent=False)
+        self.register_buffer("groups", torch.tensor(groups, dtype=torch.int64), persistent=False)
+        with torch.no_grad():  # heatmaps start at a low probability everywhere, as focal logits
+            bias = self.predictor.bias.view(num_anchors, -1)
+            bias[:, 3 * num_keypoints:] = -math.log((1 - prior_prob) / prior_prob)
+        # [C] bool: the classes whose detections carry keypoints (`set_classes`; default all)
+        self.register_buffer("classes", torch.ones(0, dtype=torch.bool), persistent=False)
+
+    def set_classes(self, mask: Tensor) -> None:
+        """Only detections of classes with ``mask`` [C] True carry keypoints; the others get
+        zeros (x, y and score) from `mask_detections`."""
+        self.classes = mask.to(device=self.classes.device, dtype=torch.bool)
+
+    def mask_detections(self, keypoints: Tensor, labels: Tensor) -> Tensor:
+        """keypoints [..., K, 3] of detections with ``labels`` [...] -> zeros for detections of
+        classes without keypoints."""
+        if self.classes.numel() == 0:
+            return keypoints
+        keep = self.classes[labels.clamp(min=0)]  # [...]
+        return keypoints * keep[..., None, None].to(keypoints.dtype)
 
     def _split(self, pred: Tensor) -> tuple[Tensor, Tensor]:
         k = self.num_keypoints
         offsets = pred[..., : 2 * k].unflatten(-1, (k, 2))  # [..., K, 2]
-        return offsets, pred[..., 2 * k:]  # [..., K]
+        return offsets, pred[..., 2 * k:3 * k]  # [..., K]
+
+    def heatmaps(self, pred: Tensor, num_finest: int) -> Tensor:
+        """[B, A_0, J] heatmap logits of the finest level's ``num_finest`` rows of ``pred``."""
+        return pred[:, :num_finest, 3 * self.num_keypoints:].float()
 
     def loss(self, pred: Tensor, matches: Matches) -> dict[str, Tensor]:
         zero = pred.sum() * 0.0
         empty = {"loss_kpt": zero, "loss_kpt_l1": zero, "loss_kpt_vis": zero}
+        if self.num_heatmaps:
+            empty["loss_kpt_heat"] = zero
         if matches.keypoints is None:
             return empty
         use = matches.keypoint_positive  # [B, A]
         if not bool(use.any()):
             return empty
         offsets, vis_logits = self._split(pred[use].float())  # [P, K, 2], [P, K]
-        anchors = matches.anchors.expand(use.shape[0], -1, -1)[use]  # [P, 4]
-        xy = self.coder.decode_points(offsets, anchors)  # [P, K, 2]
+        xy = self.coder.decode_points(offsets, matches.boxes[use])  # [P, K, 2]
         gt = matches.keypoints[use]  # [P, K, 3]
         areas = matches.areas[use]  # [P]
         n = matches.num_keypoint_positive  # over DDP ranks too
         l_oks = oks_loss(xy, gt, areas, self.sigmas).sum() / n
         l_vis = visibility_loss(vis_logits, gt[..., 2]).mean(-1).sum() / n
-        return {"loss_kpt": l_oks, "loss_kpt_l1": self.l1_weight * keypoint_l1(xy, gt, areas) / n,
-                "loss_kpt_vis": l_vis}
+        losses = {"loss_kpt": l_oks, "loss_kpt_l1": self.l1_weight * keypoint_l1(xy, gt, areas) / n,
+                  "loss_kpt_vis": l_vis}
+        if self.num_heatmaps:
+            losses["loss_kpt_heat"] = self._heatmap_loss(pred, matches) / matches.num_labelled_keypoints
+        return losses
 
-    def decode(self, pred: Tensor, anchors: Tensor) -> Tensor:
-        """[B, A, K, 3] keypoints (x, y, visibility probability)."""
+    def _heatmap_loss(self, pred: Tensor, matches: Matches) -> Tensor:
+        """Quality focal loss of the finest level's heatmaps against Gaussians at every labelled
+        keypoint of the batch (`heatmap_targets`), summed."""
+        m = matches.num_anchors_per_level[0]
+        anchors = matches.anchors[:m]  # [M, 4]: one per cell
+        centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # [M, 2]
+        stride = float(centres[1, 0] - centres[0, 0]) if m > 1 else 1.0
+        logits = self.heatmaps(pred, m)  # [B, M, J]
+        targets = torch.stack([
+            heatmap_targets(centres, t.keypoints.to(centres), t.areas.to(centres), self.sigmas,
+                            self.groups, self.num_heatmaps, stride)
+            if t.keypoints is not None else logits.new_zeros(m, self.num_heatmaps)
+            for t in matches.targets])  # [B, M, J]
+        return quality_focal_loss(logits, targets).sum()
+
+    def decode(self, pred: Tensor, boxes: Tensor) -> Tensor:
+        """pred [..., 3K] and the boxes [..., 4] xyxy the keypoints belong to (broadcast) ->
+        [..., K, 3] keypoints (x, y, visibility probability)."""
         offsets, vis_logits = self._split(pred.float())
-        xy = self.coder.decode_points(offsets, anchors[None])  # [B, A, K, 2]
+        xy = self.coder.decode_points(offsets, boxes)  # [..., K, 2]
         return torch.cat([xy, vis_logits.sigmoid()[..., None]], dim=-1)
+
+    def refine(self, keypoints: Tensor, heat: Tensor, size: tuple[int, int],
+               stride: float) -> Tensor:
+        """``keypoints`` [B, N, K, 3] snapped onto the finest level's heatmaps ``heat``
+        [B, H * W, J] (`refine_keypoints`); unchanged when the head has no heatmaps."""
+        if not self.num_heatmaps:
+            return keypoints
+        return refine_keypoints(keypoints, heat, self.groups, size, stride)
+
+    @torch.no_grad()
+    def set_prior(self, mean_xy: Tensor, frequency: Tensor) -> None:
+        """Start the predictor at a prior pose: ``mean_xy`` [K, 2] in box units (0..1 from the
+        box's left and top edges), ``frequency`` [K] the share of objects labelling each
+        keypoint (the initial visibility probability)."""
+        k = self.num_keypoints
+        bias = self.predictor.bias.view(self.num_anchors, -1)  # [a, 3K + J]
+        bias[:, : 2 * k] = (mean_xy.to(bias) - 0.5).flatten()  # offsets from the box centre
+        bias[:, 2 * k:3 * k] = torch.logit(frequency.to(bias).clamp(0.02, 0.98))

@@ -1,10 +1,15 @@
 """The one place where a `Config` becomes modules: backbone, FPN, heads, anchors, matcher."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
+
 from detect.anchors import AnchorGenerator
 from detect.box_coder import BoxCoder
 from detect.config import ModelConfig, keypoint_sigmas
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
+from detect.heads.keypoint_heatmap import joint_groups
 from detect.matching import ATSSMatcher, IoUMatcher
 from detect.models.backbone import build_backbone, efficientnet_lite0_weights_path
 from detect.models.detector import MultiHeadDetector
@@ -13,8 +18,12 @@ from detect.models.fpn import FPN
 PACKAGE_WEIGHTS = "package"  # model.backbone.weights: use the weights an installed package ships
 
 
-def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0) -> MultiHeadDetector:
-    """Wire the config to constructors. ``num_keypoints`` 0 builds no keypoint head."""
+def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
+                keypoint_classes: Sequence[bool] | None = None,
+                flip_pairs: Sequence[tuple[int, int]] = ()) -> MultiHeadDetector:
+    """Wire the config to constructors. ``num_keypoints`` 0 builds no keypoint head;
+    ``keypoint_classes`` [C]: which classes' detections carry keypoints (default: all);
+    ``flip_pairs``: left/right keypoints, which share a heatmap (``keypoint_heatmaps``)."""
     b = cfg.backbone
     weights = b.weights
     if weights == PACKAGE_WEIGHTS:
@@ -31,13 +40,15 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0) -> M
     a = cfg.anchors
     anchors = AnchorGenerator(strides, a.sizes, a.ratios, a.scales)
     heads = _build_heads(cfg, n.channels, anchors.num_anchors_per_location, num_classes,
-                         num_keypoints)
+                         num_keypoints, tuple(flip_pairs))
     shared = None
     h = cfg.heads
     if h.share_tower:
         shared = Tower(n.channels, h.tower_depth, h.norm, h.depthwise, 3 + n.extra_levels)
     mean = tuple(255.0 * v for v in backbone.pixel_mean)  # inputs are 0-255
     std = tuple(255.0 * v for v in backbone.pixel_std)
+    if keypoint_classes is not None and "keypoints" in heads:
+        heads["keypoints"].set_classes(torch.tensor(list(keypoint_classes), dtype=torch.bool))
     return MultiHeadDetector(backbone, neck, heads, anchors, _build_matcher(cfg), mean, std, shared,
                              channels_last=cfg.channels_last)
 
@@ -52,7 +63,7 @@ def _build_matcher(cfg: ModelConfig) -> IoUMatcher | ATSSMatcher:
 
 
 def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int,
-                 num_keypoints: int) -> dict:
+                 num_keypoints: int, flip_pairs: tuple[tuple[int, int], ...]) -> dict:
     h = cfg.heads
 
     def tower() -> Tower | None:
@@ -72,5 +83,7 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
             raise ValueError(f"the dataset has {num_keypoints} keypoints but model.heads has "
                              f"num_keypoints={h.num_keypoints}: set model.heads.num_keypoints and "
                              "model.heads.keypoint_sigmas to match")
-        heads["keypoints"] = KeypointHead(channels, per_loc, num_keypoints, tower(), coder, sigmas)
+        groups = joint_groups(num_keypoints, flip_pairs) if h.keypoint_heatmaps else None
+        heads["keypoints"] = KeypointHead(channels, per_loc, num_keypoints, tower(), coder, sigmas,
+                                          heatmap_groups=groups)
     return heads

@@ -1,0 +1,108 @@
+"""Keypoints belong to the categories that have them, end to end: on a two-category dataset
+(person with keypoints, circle without) the checkpoint, `Detector.predict`, the predictions file,
+the drawings and the ONNX graph carry keypoints for persons only."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detect.api import Detector
+from detect.cli import infer as infer_cli
+from detect.config import load_config
+from detect.engine.checkpoint import load_checkpoint
+from detect.engine.trainer import Trainer
+from detect.vis import draw_detections
+
+PERSON, CIRCLE = 1, 3
+
+
+def _two_categories(src: Path, dst: Path) -> Path:
+    data = json.loads(src.read_text())
+    data["categories"] = [c for c in data["categories"] if c["id"] in (PERSON, CIRCLE)]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] in (PERSON, CIRCLE)]
+    dst.write_text(json.dumps(data))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def run(tiny_synthetic, tiny_model, tmp_path_factory) -> Path:
+    """Two training steps of the tiny model on persons and circles; a low score threshold so
+    that both classes are detected."""
+    out = tmp_path_factory.mktemp("two_categories")
+    train = _two_categories(tiny_synthetic / "annotations/train.json", out / "train.json")
+    val = _two_categories(tiny_synthetic / "annotations/val.json", out / "val.json")
+    cfg = load_config("configs/demo.yaml", [
+        f"data.train.images={tiny_synthetic / 'train'}", f"data.train.annotations=[{train}]",
+        f"data.val.images={tiny_synthetic / 'val'}", f"data.val.annotations=[{val}]",
+        "data.image_size=128", "train.max_steps=2", "train.batch_size=4", "train.eval_every=0",
+        "postprocess.score_thresh=0.0", *tiny_model])
+    Trainer(cfg, out, device="cpu", show_progress=False).train()
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tiny_synthetic) -> list[Path]:
+    return sorted((tiny_synthetic / "val").glob("*.jpg"))
+
+
+def _check_rows(labels: np.ndarray, has: np.ndarray, kpts: np.ndarray) -> None:
+    assert (labels == PERSON).any() and (labels == CIRCLE).any()  # both classes are detected
+    np.testing.assert_array_equal(has, labels == PERSON)
+    assert (kpts[~has] == 0).all()
+    assert (kpts[has, :, 2] > 0).all()  # persons keep their keypoint scores
+
+
+def test_checkpoint_names_the_keypoint_categories(run: Path) -> None:
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["keypoints"]["category_ids"] == [PERSON]
+
+
+def test_predict_masks_keypoints_of_other_categories(run: Path, images: list[Path]) -> None:
+    det = Detector.from_checkpoint(run / "last.pt")
+    preds = det.predict([str(p) for p in images])
+    labels = np.concatenate([p.labels for p in preds])
+    _check_rows(labels, np.concatenate([p.has_keypoints for p in preds]),
+                np.concatenate([p.keypoints for p in preds]))
+
+
+def test_predictions_file_and_drawings(run: Path, images: list[Path], tmp_path: Path) -> None:
+    assert infer_cli.main(["--checkpoint", str(run / "last.pt"), "--source", str(images[0].parent),
+                           "--out", str(tmp_path), "--score-thresh", "0.0"]) == 0
+    records = json.loads((tmp_path / "predictions.json").read_text())
+    assert {r["category_id"] for r in records} == {PERSON, CIRCLE}
+    assert all(("keypoints" in r) == (r["category_id"] == PERSON) for r in records)
+    # a circle's row draws nothing beyond its box: the same image as with no keypoints at all
+    det = Detector.from_checkpoint(run / "last.pt")
+    pred = det.predict(str(images[0]))
+    circle = pred.labels == CIRCLE
+    assert circle.any()
+    img = np.full((128, 128, 3), 127, np.uint8)
+    args = (img, pred.boxes[circle], pred.labels[circle], ["circle"] * int(circle.sum()), None)
+    skeleton = det.keypoints.skeleton
+    np.testing.assert_array_equal(draw_detections(*args, pred.keypoints[circle], skeleton, 0.0),
+                                  draw_detections(*args, None, skeleton))
+
+
+def test_onnx_graph_masks_keypoints_of_other_categories(run: Path, images: list[Path],
+                                                        tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from detect.export.onnx import export_onnx, read_meta
+
+    det = Detector.from_checkpoint(run / "last.pt")
+    path = tmp_path / "model.onnx"
+    export_onnx(det, path)
+    assert read_meta(path).keypoint_category_ids == [PERSON]
+    onnx_det = Detector.from_onnx(path)
+    eager = det.predict([str(p) for p in images])
+    exported = onnx_det.predict([str(p) for p in images])
+    labels = np.concatenate([p.labels for p in exported])
+    _check_rows(labels, np.concatenate([p.has_keypoints for p in exported]),
+                np.concatenate([p.keypoints for p in exported]))
+    for a, b in zip(eager, exported):
+        np.testing.assert_array_equal(a.has_keypoints, b.has_keypoints)
+    with torch.no_grad():  # the raw graph: zero rows for circles, before any Python masking
+        graph_out = onnx_det._run(np.zeros((1, 3, det.image_size, det.image_size), np.uint8))
+    kpts, out_labels = graph_out["keypoints"][0], graph_out["labels"][0]
+    assert (kpts[out_labels != PERSON] == 0).all()
