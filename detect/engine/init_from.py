@@ -53,7 +53,7 @@ def _parts(names: list[str]) -> list[str]:
     return list(dict.fromkeys(_part(k) for k in names))
 
 
-def init_from(model: nn.Module, source: str | Path, class_names: Sequence[str] = (),
+def init_model(model: nn.Module, source: str | Path, class_names: Sequence[str] = (),
               class_map: str = "same-names") -> InitReport:
     """`init_from_torchvision` for ``torchvision:...`` sources, else `init_from_checkpoint`."""
     if str(source).startswith(tvw.PREFIX):
