@@ -87,6 +87,8 @@ def init_from_torchvision(model: nn.Module, spec: str, class_names: Sequence[str
 
 def _classifier_note(report: InitReport, class_names: Sequence[str], rows: dict[int, int]) -> str:
     """Which classes kept COCO's classifier rows; the predictor counts as loaded only if all did."""
+    if not any(k.startswith(tvw.CLASSIFIER) for k in report.loaded):
+        rows = {}  # nothing taken: no class mapped, or a classifier of another layout
     if len(rows) < len(class_names):
         moved = [k for k in report.loaded if k.startswith(tvw.CLASSIFIER)]
         report.loaded = [k for k in report.loaded if k not in moved]
