@@ -6,9 +6,9 @@ over (0, 1) instead of saturating; the classifier rows of the 11 unused COCO ids
 background pushed to -30, because our model has no such classes), saved as a state dict,
 converted, and both run on the same image.
 
-Preprocessing that makes them comparable: a 256 x 256 image, torchvision's transform with
-min_size = max_size = 256 (its resize has scale factor 1, the identity, and 256 is a multiple of
-its size_divisible 32, so nothing is padded) and our letterbox at image_size 256 (the identity
+Preprocessing that makes them comparable: a 128 x 128 image, torchvision's transform with
+min_size = max_size = 128 (its resize has scale factor 1, the identity, and 128 is a multiple of
+its size_divisible 32, so nothing is padded) and our letterbox at image_size 128 (the identity
 too). Both run in float64: in float32 an untrained ResNet-50 amplifies rounding differences
 (BatchNorm folded into the convolutions, inputs normalised from 0-255 rather than 0-1) to 2-6e-3 px
 on boxes and 1e-5 on scores (measured), and near-equal scores swap places in the ranking.
@@ -34,7 +34,7 @@ from detect.engine.checkpoint import CheckpointError
 from detect.engine.init_from import init_model
 from detect.models.build import build_model
 
-SIZE = 256
+SIZE = 128
 V1, V2, KP = tvw.SOURCES.values()
 UNUSED_IDS = [i for i in range(91) if i not in tvw.coco_categories().ids]  # 0 and the 11 gaps
 
