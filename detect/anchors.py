@@ -6,7 +6,10 @@ Conventions (shared with every head's output layout):
   location, i.e. a ``[H, W, A_per_loc]`` grid flattened. A head output ``[B, A_per_loc * K, H, W]``
   must therefore be permuted to ``[B, H, W, A_per_loc, K]`` before flattening to ``[B, H*W*A, K]``.
 * The anchor index ``a`` runs over ratios (outer) and scales (inner): ``a = i_ratio * S + i_scale``.
-* Centres at ``((x + 0.5) * stride, (y + 0.5) * stride)`` pixels.
+* Centres at ``((x + offset) * stride, (y + offset) * stride)`` pixels: ``offset`` 0.5 (cell
+  centres, the default) or 0 (cell corners, torchvision's `AnchorGenerator`).
+* ``round_to_pixels`` reproduces torchvision's whole-pixel anchors: each ``size * s`` truncated to an
+  integer, then the cell anchor's corners rounded (in float32, half to even).
 * For ratio ``r = h / w`` and scale ``s``: ``w = size * s / sqrt(r)``, ``h = size * s * sqrt(r)``,
   so every ratio keeps the area ``(size * s)**2``.
 """
@@ -32,6 +35,8 @@ class AnchorGenerator:
         sizes: Sequence[float] = (32, 64, 128, 256, 512),
         ratios: Sequence[float] = (0.5, 1.0, 2.0),
         scales: Sequence[float] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
+        offset: float = 0.5,
+        round_to_pixels: bool = False,
     ) -> None:
         if len(strides) != len(sizes):
             raise ValueError(f"got {len(strides)} strides but {len(sizes)} sizes")
@@ -39,6 +44,7 @@ class AnchorGenerator:
         self.sizes = tuple(float(s) for s in sizes)
         self.ratios = tuple(float(r) for r in ratios)
         self.scales = tuple(float(s) for s in scales)
+        self.offset, self.round_to_pixels = float(offset), round_to_pixels
         self._cache: dict[tuple, Tensor] = {}
 
     @property
@@ -51,16 +57,26 @@ class AnchorGenerator:
 
     def cell_anchors(self, size: float) -> Tensor:
         """[A_per_loc, 4] xyxy anchors centred at the origin, ratio-major then scale."""
+        if self.round_to_pixels:
+            return self._rounded_cell_anchors(size)
         wh = [
             (size * s / math.sqrt(r), size * s * math.sqrt(r)) for r in self.ratios for s in self.scales
         ]
         half = torch.tensor(wh, dtype=torch.float64) / 2  # [A_per_loc, 2]
         return torch.cat([-half, half], dim=1)  # [A_per_loc, 4]
 
+    def _rounded_cell_anchors(self, size: float) -> Tensor:
+        """torchvision's ``AnchorGenerator.generate_anchors`` for sizes ``int(size * s)``."""
+        sizes = torch.tensor([float(int(size * s)) for s in self.scales])  # [S] float32
+        h_ratios = torch.sqrt(torch.tensor(self.ratios))  # [R]
+        ws = (1 / h_ratios[:, None] * sizes[None, :]).reshape(-1)  # [R * S]
+        hs = (h_ratios[:, None] * sizes[None, :]).reshape(-1)  # [R * S]
+        return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round().double()  # [A_per_loc, 4]
+
     def level_anchors(self, height: int, width: int, stride: int, size: float) -> Tensor:
         """[H * W * A_per_loc, 4] xyxy (float64) anchors of one level, ordered (y, x, a)."""
-        ys = (torch.arange(height, dtype=torch.float64) + 0.5) * stride  # [H]
-        xs = (torch.arange(width, dtype=torch.float64) + 0.5) * stride  # [W]
+        ys = (torch.arange(height, dtype=torch.float64) + self.offset) * stride  # [H]
+        xs = (torch.arange(width, dtype=torch.float64) + self.offset) * stride  # [W]
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")  # [H, W] each
         centres = torch.stack([cx, cy, cx, cy], dim=-1)  # [H, W, 4]
         anchors = centres[:, :, None, :] + self.cell_anchors(size)  # [H, W, A_per_loc, 4]

@@ -120,6 +120,27 @@ class Detector:
         kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k))) if k else None
         return cls(build_model(cfg.model, n, k), cfg, cmap, kmeta, device)
 
+    @classmethod
+    def from_torchvision(cls, source: str | Path, image_size: int | None = None,
+                         device: str | torch.device = "cpu") -> "Detector":
+        """A torchvision COCO detector converted exactly (`detect.models.torchvision_weights`):
+        ``"retinanet_resnet50_fpn_coco"``, ``"retinanet_resnet50_fpn_v2_coco"``, either as
+        ``NAME=path/to/file.pth``, or a state-dict file alone. It predicts COCO's 80 categories
+        with their original ids and names. ``image_size``: the letterbox side (default 640)."""
+        from detect.models import torchvision_weights as tvw
+        src, path, state = tvw.load(source)
+        if not src.model:
+            raise CheckpointError(f"{path}: {src.name} has no detection head of ours to predict "
+                                  "with; it initialises a backbone for training (--init-from)")
+        size = [f"data.image_size={image_size}"] if image_size else []
+        cfg = load_config(None, [*src.model, *tvw.TORCHVISION_POSTPROCESS, *size])
+        categories = tvw.coco_categories()
+        model = build_model(cfg.model, categories.num_classes, 0)
+        own = model.state_dict()
+        rows = dict(enumerate(categories.ids))  # every class keeps its COCO row
+        load_weights(model, tvw.convert(state, src.kind, own, rows), path)
+        return cls(model, cfg, categories, None, device)
+
     # exported graphs with the same predict() API (detect/export, docs/EXPORT.md)
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int | None = None) -> "ExportedDetector":

@@ -73,6 +73,8 @@ class AnchorConfig:
     sizes: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)  # one per level
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+    offset: float = 0.5  # centres at (x + offset) * stride; torchvision's anchors: 0
+    round_to_pixels: bool = False  # torchvision's whole-pixel sizes and corners (detect/anchors.py)
 
 
 @dataclass(frozen=True)

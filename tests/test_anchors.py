@@ -69,3 +69,19 @@ def test_atss_single_square_anchor_and_cache():
     torch.testing.assert_close(wh, torch.stack([expected, expected], dim=1))
     assert gen(sizes, device="cpu") is anchors  # cached
     assert gen(sizes, device="cpu", dtype=torch.float64).dtype == torch.float64
+
+
+def test_torchvision_style_equals_torchvision_anchor_generator():
+    """offset 0 + round_to_pixels reproduce torchvision's RetinaNet anchors exactly (a padded
+    256 x 384 batch, so that torchvision's integer strides are 8 ... 128)."""
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.models.detection.retinanet import _default_anchorgen
+
+    sizes = [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
+    feats = [torch.zeros(1, 1, h, w) for h, w in sizes]
+    theirs = _default_anchorgen()(ImageList(torch.zeros(1, 3, 256, 384), [(256, 384)]), feats)[0]
+    for scales in ((1.0, 2 ** (1 / 3), 2 ** (2 / 3)), (1.0, 1.2599, 1.5874)):
+        ours = AnchorGenerator(scales=scales, offset=0.0, round_to_pixels=True)(sizes)
+        assert torch.equal(ours, theirs)
+    centred = AnchorGenerator(scales=scales)(sizes)
+    assert not torch.equal(centred, theirs)  # the default (cell centres) differs

@@ -15,7 +15,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/train", help="run directory")
     p.add_argument("--resume", default=None, help="RUN_DIR/last.pt to continue from")
     p.add_argument("--init-from", default=None,
-                   help="start from this checkpoint's weights (matching tensors; e.g. to add a head)")
+                   help="start from this checkpoint's weights (matching tensors; e.g. to add a "
+                        "head), or a COCO-trained torchvision model: torchvision:NAME[=FILE.pth] "
+                        "with NAME retinanet_resnet50_fpn_coco, retinanet_resnet50_fpn_v2_coco or "
+                        "keypointrcnn_resnet50_fpn_coco")
+    p.add_argument("--class-map", default="same-names",
+                   help="with --init-from torchvision:...: which classes keep COCO's classifier "
+                        "rows: same-names (default: classes named as a COCO category), none, or "
+                        "pairs OURS=COCO,... (e.g. pedestrian=person)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--stop-at-step", type=int, default=None,
@@ -33,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --resume and --init-from exclude each other", file=sys.stderr)
         return 2
     trainer = Trainer(cfg, args.out, resume=args.resume, device=args.device,
-                      show_progress=not args.no_progress, init_from=args.init_from)
+                      show_progress=not args.no_progress, init_from=args.init_from,
+                      class_map=args.class_map)
     metrics = trainer.train(stop_at=args.stop_at_step)
     if trainer.rank == 0:
         print(json.dumps({h: {k: v for k, v in m.items() if k != "per_class"}

@@ -50,20 +50,37 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``; any failure is a one-line `CheckpointError`."""
+def load_tensor_file(path: str | Path, what: str = "checkpoint",
+                     map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; any failure is a one-line `CheckpointError`
+    naming the file (``what`` says what it should be)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: {what} not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        reason = _unpickler_reason(str(e))
+        if "global" not in reason.lower():  # not an object we refused: not a pickle at all
+            raise CheckpointError(f"{path}: not a readable {what} ({reason[:160]})") from None
         raise CheckpointError(f"{path}: refused: the file holds pickled objects that are not "
-                              f"plain tensors/containers ({first[:160]})") from None
+                              f"plain tensors/containers ({reason[:160]})") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+        raise CheckpointError(f"{path}: not a readable {what} ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+
+
+def _unpickler_reason(message: str) -> str:
+    """The one line of torch's ``weights_only`` refusal that says why ("Unsupported global: ...",
+    "Unsupported operand 110")."""
+    detail = message.partition("WeightsUnpickler error:")[2] or message
+    lines = [x.strip() for x in detail.splitlines() if x.strip()]
+    return lines[0] if lines else "unsafe content"
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``; any failure is a one-line `CheckpointError`."""
+    state = load_tensor_file(path, "checkpoint", map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a detect checkpoint (no 'model' entry)")
     return state

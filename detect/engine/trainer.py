@@ -29,7 +29,7 @@ from detect.engine.checkpoint import (CheckpointError, load_checkpoint, load_wei
 from detect.engine.ema import ModelEMA
 from detect.engine.grad_diagnostics import ConflictSummary, head_gradient_stats
 from detect.engine.inference import evaluate_model
-from detect.engine.init_from import init_from_checkpoint
+from detect.engine.init_from import init_model
 from detect.engine.logging import MetricsLogger
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
@@ -88,7 +88,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: str | Path | None = None,
                  device: str | None = None, show_progress: bool = True,
-                 init_from: str | Path | None = None) -> None:
+                 init_from: str | Path | None = None, class_map: str = "same-names") -> None:
         self.cfg = self.cfg_requested = cfg  # cfg: keypoint settings resolved from the data
         self.out = Path(out_dir)
         self.rank, self.world = _init_distributed()
@@ -97,7 +97,7 @@ class Trainer:
         self.show_progress = show_progress and self.rank == 0
         seed_everything(cfg.train.seed + self.rank, cfg.train.deterministic)
         self._build_data()
-        self._build_model(init_from)
+        self._build_model(init_from, class_map)
         self.state = TrainState()
         self.logger = MetricsLogger(self.out, enabled=self.rank == 0)
         self.skipped: list[str] = []
@@ -128,7 +128,7 @@ class Trainer:
             if self.val_ds.ann.categories != self.categories:
                 raise TrainingError("data.val categories differ from data.train categories")
 
-    def _build_model(self, init_from: str | Path | None) -> None:
+    def _build_model(self, init_from: str | Path | None, class_map: str) -> None:
         cfg = self.cfg
         k = model_keypoints(cfg)
         kmeta = self.kmeta if k else None
@@ -139,7 +139,7 @@ class Trainer:
         if k:
             self._start_from_mean_pose()
         if init_from is not None:
-            report = init_from_checkpoint(self.model, init_from)
+            report = init_model(self.model, init_from, self.categories.names, class_map)
             if self.rank == 0:
                 print(report.summary(init_from))
         self.model.to(self.device)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from detect.box_coder import BoxCoder
@@ -41,5 +42,5 @@ class BoxHead(Head):
         return out
 
     def decode(self, pred: Tensor, anchors: Tensor) -> Tensor:
-        """[B, A, 4] xyxy boxes."""
-        return self.coder.decode(pred.float(), anchors)
+        """[B, A, 4] xyxy boxes, in float32 or wider (half-precision predictions are upcast)."""
+        return self.coder.decode(pred.to(torch.promote_types(pred.dtype, torch.float32)), anchors)

@@ -38,7 +38,7 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
                extra_from=n.extra_from, depthwise=n.depthwise)
     strides = [8 * 2 ** i for i in range(3 + n.extra_levels)]
     a = cfg.anchors
-    anchors = AnchorGenerator(strides, a.sizes, a.ratios, a.scales)
+    anchors = AnchorGenerator(strides, a.sizes, a.ratios, a.scales, a.offset, a.round_to_pixels)
     heads = _build_heads(cfg, n.channels, anchors.num_anchors_per_location, num_classes,
                          num_keypoints, tuple(flip_pairs))
     shared = None

@@ -38,7 +38,8 @@ class FPN(nn.Module):
         in_channels: channels of [C3, C4, C5] (inputs at strides 8, 16, 32, each twice the last).
         out_channels: channels of every output level.
         extra_levels: 0 (P3-P5), 1 (+P6) or 2 (+P6, P7, RetinaNet).
-        extra_from: P6 from "c5" (RetinaNet paper) or "p5" (torchvision's RetinaNet v2, FCOS).
+        extra_from: P6 from "c5" (RetinaNet paper, torchvision's RetinaNet v2) or "p5" (torchvision's
+            RetinaNet v1, FCOS).
         norm: norm after the lateral and output convs ("gn": 32 groups); extra levels have none.
         depthwise: depthwise-separable output convs (light mode for CPU).
 
