@@ -10,8 +10,10 @@ With ``--checkpoint`` the model predicts every image of the annotation files (re
 as in training's validation) and keypoint sigmas come from the checkpoint. Images that cannot be
 read are listed on stderr (``skipped image: <file>: <reason>``) and their objects count as missed.
 
-Prints a per-head table; ``--out`` writes the metrics dict as JSON (atomically). User errors
-print one line ``error: <file>: <problem>`` to stderr and exit with status 2.
+Prints a per-head table (and, with ``--out``, where the metrics went); ``--out`` writes the metrics
+dict as JSON (atomically). A progress bar on stderr (a terminal only) counts the images predicted;
+``--quiet`` prints nothing but warnings and errors. User errors print one line
+``error: <file>: <problem>`` to stderr and exit with status 2.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("faster", "pycocotools"), default="faster")
     parser.add_argument("--out", type=Path, help="write the metrics here as JSON")
     parser.add_argument("--kpt-sigmas", type=float, nargs="+", help="OKS sigmas, one per keypoint")
+    parser.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return parser
 
 
@@ -61,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_table(metrics))
+    if not args.quiet:
+        print(format_table(metrics))
+        if args.out is not None:
+            print(f"metrics (per class and precision-recall curves too) -> {args.out}")
     return 0
 
 
@@ -108,7 +114,8 @@ def predict_with_checkpoint(args: argparse.Namespace) -> list[dict]:
         loader = build_loader(ds, args.batch, EpochSampler(len(ds), False), 0,
                               det.cfg.data.size_divisor)
         skipped: list[str] = []
-        preds = predict_coco(det.model, loader, det.params, det.categories, det.device, skipped)
+        preds = predict_coco(det.model, loader, det.params, det.categories, det.device, skipped,
+                             progress=not args.quiet and sys.stderr.isatty())
     except USER_ERRORS as e:
         raise CliError(str(e)) from None
     for line in skipped:  # their objects count as missed
