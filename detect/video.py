@@ -131,7 +131,8 @@ def save_video_predictions(run: VideoPredictions, jsonl: Path, video: Path | Non
                            progress: bool = True) -> VideoSummary:
     """Write ``jsonl`` (a line per frame, flushed as it goes) and, unless None, the drawn ``video``
     at the source's size and frame rate over the stride. Ctrl-C ends the run with both files
-    valid (``interrupted`` set); a `VideoError` is raised after they are closed."""
+    valid (``interrupted`` set). A source without a single readable frame raises `VideoError` and
+    leaves no files."""
     fps = run.info.fps / run.reader.stride
     writer = VideoWriter(video, fps, (run.info.width, run.info.height)) if video else None
     summary = VideoSummary(0, 0.0, [jsonl] + ([video] if video else []))
@@ -147,13 +148,22 @@ def save_video_predictions(run: VideoPredictions, jsonl: Path, video: Path | Non
                 bar.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True
+    except VideoError:  # no frame at all: no empty outputs left behind
+        _close(bar, writer)
+        for p in summary.paths:
+            p.unlink(missing_ok=True)
+        raise
     finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
+        _close(bar, writer)
         summary.frames, summary.seconds = run.frames, time.perf_counter() - t0
     summary.notes = run.notes()
     return summary
+
+
+def _close(bar: tqdm, writer: VideoWriter | None) -> None:
+    bar.close()
+    if writer is not None:
+        writer.close()
 
 
 def predict_video(predictor: Predictor, source: VideoSource, batch: int = 8, stride: int = 1,

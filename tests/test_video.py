@@ -16,7 +16,8 @@ import pytest
 from detect.api import Detector
 from detect.cli import infer as infer_cli
 from detect.config import load_config
-from detect.data.video import FrameReader, VideoError, VideoInfo, open_capture
+from detect.data.video import (FrameReader, VideoError, VideoInfo, is_stream, open_capture,
+                               source_name)
 from detect.engine.checkpoint import save_checkpoint
 from detect.engine.trainer import Trainer
 from detect.records import frame_record
@@ -100,7 +101,10 @@ def test_predict_video_equals_predict_on_the_same_frames(det, clip):
 def test_stride_and_max_frames(det, clip):
     got = [fp.record()["frame"] for fp in det.predict_video(clip, stride=3, max_frames=5)]
     assert got == [0, 3, 6, 9, 12]
-    assert [fp.index for fp in det.predict_video(clip, stride=5)] == [0, 5, 10, 15, 20]
+    run = det.predict_video(clip, batch_size=4, stride=5, timeout_s=30)
+    t0 = time.monotonic()
+    assert [fp.index for fp in run] == [0, 5, 10, 15, 20]
+    assert time.monotonic() - t0 < 30 and not run.stalled and run.notes() == []  # ended, not stalled
 
 
 def test_infer_cli_writes_jsonl_and_drawn_video(checkpoint, clip, tmp_path):
@@ -143,6 +147,13 @@ def test_corrupt_frame_is_skipped_counted_and_reported(checkpoint, tmp_path, cap
     assert frames == [i for i in range(N) if i != 10]
     err = capsys.readouterr().err
     assert "c.avi: 1 corrupt frame(s) skipped" in err and "Traceback" not in err
+    for s in starts:  # no frame decodes: one line, no outputs
+        data[s:s + 400] = bytes(400)
+    path.write_bytes(bytes(data))
+    rc = infer_cli.main(["--checkpoint", str(checkpoint), "--source", str(path), "--out",
+                         str(tmp_path / "o2"), "--quiet"])
+    assert rc == 1 and capsys.readouterr().err == f"bad video: {path}: no readable frame\n"
+    assert list((tmp_path / "o2").iterdir()) == []
 
 
 def test_unreadable_and_empty_videos_are_one_line_each(checkpoint, clip, tmp_path, capsys):
@@ -217,3 +228,10 @@ def test_stream_without_frames_times_out(det, monkeypatch):
     with pytest.raises(VideoError, match=r"rtsp://camera.invalid/live: no frame within 0.3 s"):
         list(det.predict_video("rtsp://camera.invalid/live", timeout_s=0.3))
     assert time.monotonic() - t0 < 5
+
+
+def test_sources_and_output_names():
+    assert is_stream(0) and is_stream("1") and is_stream("rtsp://cam/live")
+    assert is_stream("HTTP://cam/video.mjpg") and not is_stream("clip.mp4")
+    assert source_name("0") == "camera0" and source_name(Path("a/b/clip.mov")) == "clip"
+    assert source_name("rtsp://user:pw@cam.local:554/live/ch1") == "stream_cam_local_554_live_ch1"

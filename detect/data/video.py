@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -47,11 +48,13 @@ def is_stream(source: VideoSource) -> bool:
 
 
 def source_name(source: VideoSource) -> str:
-    """A file-name stem for a source's outputs: the file's stem, ``camera<N>`` or ``stream``."""
+    """A file-name stem for a source's outputs: the file's stem, ``camera<N>``, or for a URL
+    ``stream_`` and its host and path (``rtsp://user:pw@cam:554/live`` -> ``stream_cam_554_live``)."""
     if isinstance(source, int) or str(source).isdigit():
         return f"camera{int(source)}"
     if is_stream(source):
-        return "stream"
+        where = str(source).split("://", 1)[1].rsplit("@", 1)[-1]  # no credentials in file names
+        return "stream_" + re.sub(r"[^A-Za-z0-9]+", "_", where).strip("_")[:60]
     return Path(source).stem
 
 
@@ -122,6 +125,7 @@ class FrameReader:
         self.timeout_s = timeout_s
         self.corrupt = 0
         self.stalled = False
+        self._ended = False
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -145,13 +149,17 @@ class FrameReader:
 
     def get(self, timeout: float | None) -> Frame | None:
         """The next frame; None at the end (or after ``timeout`` seconds without one: stalled)."""
+        if self._ended:
+            return None
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
-            self.stalled = True
+            self.stalled = self._ended = True
             return None
-        if item is None and self._error is not None:
-            raise self._error
+        if item is None:
+            self._ended = True
+            if self._error is not None:
+                raise self._error
         return item
 
     def ready(self) -> int:
@@ -223,4 +231,5 @@ class VideoWriter:
         self.frames += 1
 
     def close(self) -> None:
+        """Finish the file (idempotent)."""
         self._writer.release()
