@@ -83,7 +83,8 @@ class VideoPredictions:
                     self.frames += 1
                     yield FramePrediction(f.index, f.time_s, f.image, p)
             if self.frames == 0:
-                wait = f"no frame within {self.timeout_s:g} s" if self.stalled else "no readable frame"
+                live = self.stalled or self.info.live  # OpenCV's read timeout ends a stream too
+                wait = f"no frame within {self.timeout_s:g} s" if live else "no readable frame"
                 raise VideoError(f"{self.info.name}: {wait}")
         finally:
             self.reader.close()
