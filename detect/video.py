@@ -61,6 +61,7 @@ class VideoPredictions:
                                   queue_size=max(2 * batch, 8))
         self.predictor, self.batch, self.timeout_s = predictor, batch, timeout_s
         self.frames = 0
+        self._error: VideoError | None = None
 
     @property
     def corrupt(self) -> int:
@@ -90,16 +91,22 @@ class VideoPredictions:
             self.reader.close()
 
     def _next_batch(self) -> list[Frame]:
-        """Up to ``batch`` frames: waits for each from a file, takes what is there from a stream."""
-        first = self.reader.get(self.timeout_s)
-        if first is None:
-            return []
-        frames = [first]
-        while len(frames) < self.batch and (not self.info.live or self.reader.ready()):
-            f = self.reader.get(self.timeout_s)
-            if f is None:
-                break
-            frames.append(f)
+        """Up to ``batch`` frames: waits for each from a file, takes what is there from a stream.
+        A reader error is raised once the frames decoded before it have been handed out."""
+        if self._error is not None:
+            raise self._error
+        frames: list[Frame] = []
+        try:
+            while len(frames) < self.batch and (not frames or not self.info.live
+                                                or self.reader.ready()):
+                f = self.reader.get(self.timeout_s)
+                if f is None:
+                    break
+                frames.append(f)
+        except VideoError as e:
+            if not frames:
+                raise
+            self._error = e
         return frames
 
     def notes(self) -> list[str]:
@@ -132,8 +139,8 @@ def save_video_predictions(run: VideoPredictions, jsonl: Path, video: Path | Non
                            progress: bool = True) -> VideoSummary:
     """Write ``jsonl`` (a line per frame, flushed as it goes) and, unless None, the drawn ``video``
     at the source's size and frame rate over the stride. Ctrl-C ends the run with both files
-    valid (``interrupted`` set). A source without a single readable frame raises `VideoError` and
-    leaves no files."""
+    valid (``interrupted`` set). A `VideoError` (no readable frame at all, a decoder failure) is
+    raised with the files closed; without a single frame they are removed."""
     fps = run.info.fps / run.reader.stride
     writer = VideoWriter(video, fps, (run.info.width, run.info.height)) if video else None
     summary = VideoSummary(0, 0.0, [jsonl] + ([video] if video else []))
@@ -149,10 +156,11 @@ def save_video_predictions(run: VideoPredictions, jsonl: Path, video: Path | Non
                 bar.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True
-    except VideoError:  # no frame at all: no empty outputs left behind
+    except VideoError:  # the files keep the frames before it; none at all: no files left
         _close(bar, writer)
-        for p in summary.paths:
-            p.unlink(missing_ok=True)
+        if run.frames == 0:
+            for p in summary.paths:
+                p.unlink(missing_ok=True)
         raise
     finally:
         _close(bar, writer)

@@ -235,3 +235,32 @@ def test_sources_and_output_names():
     assert is_stream("HTTP://cam/video.mjpg") and not is_stream("clip.mp4")
     assert source_name("0") == "camera0" and source_name(Path("a/b/clip.mov")) == "clip"
     assert source_name("rtsp://user:pw@cam.local:554/live/ch1") == "stream_cam_local_554_live_ch1"
+
+
+class _FailingCapture:
+    """Three frames, then an OpenCV error inside read()."""
+
+    def __init__(self):
+        self.n = 0
+
+    def read(self):
+        self.n += 1
+        if self.n > 3:
+            raise cv2.error("decoder exploded")
+        return True, np.full((H, W, 3), 50 * self.n, np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_decoder_failure_mid_file_keeps_the_frames_before_it(det, monkeypatch, tmp_path):
+    from detect.video import save_video_predictions
+
+    info = VideoInfo("broken.mp4", W, H, FPS, 10, False)
+    monkeypatch.setattr("detect.video.open_capture", lambda *a, **k: (_FailingCapture(), info))
+    run = det.predict_video("broken.mp4", batch_size=2)
+    with pytest.raises(VideoError, match=r"^broken.mp4: OpenCV failed to decode \(.*exploded"):
+        save_video_predictions(run, tmp_path / "b.jsonl", tmp_path / "b.mp4", lambda im, p: im,
+                               progress=False)
+    assert [r["frame"] for r in jsonl(tmp_path / "b.jsonl")] == [0, 1, 2]
+    assert len(read_all(tmp_path / "b.mp4")) == 3

@@ -174,6 +174,9 @@ class FrameReader:
     def _decode(self) -> None:
         try:
             self._decode_frames()
+        except cv2.error as e:  # handed to the consumer as one line
+            self._error = VideoError(f"{self.info.name}: OpenCV failed to decode "
+                                     f"({str(e).strip().splitlines()[-1][:160]})")
         except BaseException as e:  # handed to the consumer
             self._error = e
         finally:
