@@ -144,8 +144,8 @@ def save_video_predictions(run: VideoPredictions, jsonl: Path, video: Path | Non
     fps = run.info.fps / run.reader.stride
     writer = VideoWriter(video, fps, (run.info.width, run.info.height)) if video else None
     summary = VideoSummary(0, 0.0, [jsonl] + ([video] if video else []))
-    bar = tqdm(total=run.expected, unit="frame", desc=Path(run.info.name).name, disable=not progress,
-               dynamic_ncols=True, leave=False)
+    bar = tqdm(total=run.expected, unit="frame", desc=Path(run.info.name).name,
+               disable=not progress, dynamic_ncols=True, leave=False)
     t0 = time.perf_counter()
     try:
         with open(jsonl, "w", encoding="utf-8") as f:

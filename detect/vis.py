@@ -39,7 +39,8 @@ def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, labels: np.ndarray
 
 
 def draw_prediction(image_bgr: np.ndarray, pred: "Prediction",
-                    skeleton: tuple[tuple[int, int], ...] = (), min_score: float = 0.3) -> np.ndarray:
+                    skeleton: tuple[tuple[int, int], ...] = (),
+                    min_score: float = 0.3) -> np.ndarray:
     """A copy of ``image_bgr`` with the detections of ``pred`` scoring at least ``min_score``."""
     keep = pred.scores >= min_score
     return draw_detections(image_bgr, pred.boxes[keep], pred.labels[keep],

@@ -104,7 +104,7 @@ def test_stride_and_max_frames(det, clip):
     run = det.predict_video(clip, batch_size=4, stride=5, timeout_s=30)
     t0 = time.monotonic()
     assert [fp.index for fp in run] == [0, 5, 10, 15, 20]
-    assert time.monotonic() - t0 < 30 and not run.stalled and run.notes() == []  # ended, not stalled
+    assert time.monotonic() - t0 < 30 and not run.stalled and run.notes() == []  # ended at once
 
 
 def test_infer_cli_writes_jsonl_and_drawn_video(checkpoint, clip, tmp_path):

@@ -10,10 +10,10 @@ Sources are image files, video files (any container OpenCV reads), folders of ei
 recursive), globs, camera indices (``0``) and stream URLs (``rtsp://``, ``http://``). Images go
 to ``DIR/predictions.json`` (+ drawings in ``DIR/vis/``); a video ``clip.mp4`` to
 ``DIR/clip.jsonl`` (a line per frame) and the drawn ``DIR/clip.mp4``; a stream to
-``DIR/camera0.jsonl`` / ``DIR/stream_<host>_<path>.jsonl`` (+ ``.mp4`` with ``--save-video``). Other files are
-skipped with a note; unreadable images and videos are listed with their reason. Exit status 1
-when nothing could be read, or with ``--strict`` when anything could not; 130 on Ctrl-C (files
-written so far are complete and valid).
+``DIR/camera0.jsonl`` / ``DIR/stream_<host>_<path>.jsonl`` (+ ``.mp4`` with ``--save-video``).
+Other files are skipped with a note; unreadable images and videos are listed with their reason.
+Exit status 1 when nothing could be read, or with ``--strict`` when anything could not; 130 on
+Ctrl-C (files written so far are complete and valid). Progress bars (stderr) only on a terminal.
 """
 from __future__ import annotations
 

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 def summary_line(trainer, finished: bool) -> str:
     """Where the run's files are, and the best value of ``train.best_metric``."""
     out, s = Path(trainer.out), trainer.state
-    files = [f for f in ("last.pt", "best.pt", "metrics.jsonl", "config.yaml") if (out / f).exists()]
+    names = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml")
+    files = [f for f in names if (out / f).exists()]
     line = f"{out}: {', '.join(files)} after {s.step} step(s)"
     if not finished:
         return f"{line}; stopped early, continue with --resume {out / 'last.pt'}"

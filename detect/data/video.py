@@ -49,7 +49,7 @@ def is_stream(source: VideoSource) -> bool:
 
 def source_name(source: VideoSource) -> str:
     """A file-name stem for a source's outputs: the file's stem, ``camera<N>``, or for a URL
-    ``stream_`` and its host and path (``rtsp://user:pw@cam:554/live`` -> ``stream_cam_554_live``)."""
+    ``stream_`` + host and path (``rtsp://user:pw@cam:554/live`` -> ``stream_cam_554_live``)."""
     if isinstance(source, int) or str(source).isdigit():
         return f"camera{int(source)}"
     if is_stream(source):
@@ -88,8 +88,8 @@ def open_capture(source: VideoSource, timeout_s: float = 5.0,
     if live:
         target = int(source) if str(source).isdigit() else str(source)
         ms = int(timeout_s * 1000)
-        cap = cv2.VideoCapture(target, cv2.CAP_ANY,
-                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        cap = cv2.VideoCapture(target, cv2.CAP_ANY, timeouts)
     else:
         if not Path(source).is_file():
             raise VideoError(f"{name}: no such file")
@@ -118,7 +118,8 @@ class FrameReader:
     """
 
     def __init__(self, capture: cv2.VideoCapture, info: VideoInfo, stride: int = 1,
-                 max_frames: int | None = None, timeout_s: float = 5.0, queue_size: int = 16) -> None:
+                 max_frames: int | None = None, timeout_s: float = 5.0,
+                 queue_size: int = 16) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
         self.capture, self.info, self.stride, self.max_frames = capture, info, stride, max_frames
