@@ -21,7 +21,9 @@ from detect.structures import Detections
 ImageInput = str | Path | np.ndarray
 
 if TYPE_CHECKING:
+    from detect.data.video import VideoSource
     from detect.export.runtime import ExportedDetector
+    from detect.video import VideoPredictions
 
 
 @dataclass
@@ -166,6 +168,15 @@ class Detector:
         for i in range(0, len(items), batch_size):
             out += self._predict_batch([self._load(x) for x in items[i:i + batch_size]])
         return out[0] if single else out
+
+    def predict_video(self, source: "VideoSource", batch_size: int = 8, stride: int = 1,
+                      max_frames: int | None = None, timeout_s: float = 5.0,
+                      live: bool | None = None) -> "VideoPredictions":
+        """Iterate for per-frame predictions of a video file, camera index or stream URL (see
+        `detect.video.predict_video`); each item has ``index``, ``time_s``, ``image`` (BGR),
+        ``prediction`` and ``record()``, the CLI's ``.jsonl`` line."""
+        from detect.video import predict_video
+        return predict_video(self, source, batch_size, stride, max_frames, timeout_s, live)
 
     def _predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
         samples = [letterbox_image(img, self.image_size) for img in images]

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import colorsys
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from detect.api import Prediction
 
 
 def _color(i: int) -> tuple[int, int, int]:
@@ -32,6 +36,16 @@ def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, labels: np.ndarray
         if keypoints is not None and len(keypoints) > i:
             _draw_keypoints(img, keypoints[i], skeleton, c, thick, kpt_thresh)
     return img
+
+
+def draw_prediction(image_bgr: np.ndarray, pred: "Prediction",
+                    skeleton: tuple[tuple[int, int], ...] = (),
+                    min_score: float = 0.3) -> np.ndarray:
+    """A copy of ``image_bgr`` with the detections of ``pred`` scoring at least ``min_score``."""
+    keep = pred.scores >= min_score
+    return draw_detections(image_bgr, pred.boxes[keep], pred.labels[keep],
+                           [n for n, k in zip(pred.names, keep) if k], pred.scores[keep],
+                           None if pred.keypoints is None else pred.keypoints[keep], skeleton)
 
 
 def _draw_keypoints(img: np.ndarray, kpts: np.ndarray, skeleton: tuple[tuple[int, int], ...],

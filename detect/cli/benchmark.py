@@ -2,7 +2,7 @@
 
     python tools/benchmark.py SUITE [--json OUT] [--threads N] [--quick] [--minutes M]
 
-Suites: infer, infer-floor, keypoints, train, eval, data, accuracy, levers (see
+Suites: infer, infer-floor, keypoints, train, eval, data, accuracy, levers, onnx, video (see
 docs/BENCHMARKS.md). Each runs ours and the peer in this process on the same input and thread
 count, prints a table of medians and ratios, and with ``--json`` writes the rows and the
 environment. ``--quick`` uses smaller inputs and fewer repeats (a smoke test, rough numbers).
@@ -14,7 +14,8 @@ import sys
 
 from detect.benchmark.common import Options, Row, format_table, write_json
 
-SUITES = ("infer", "infer-floor", "keypoints", "train", "eval", "data", "accuracy", "levers", "onnx")
+SUITES = ("infer", "infer-floor", "keypoints", "train", "eval", "data", "accuracy", "levers", "onnx",
+          "video")
 
 
 def run_suite(name: str, opts: Options) -> list[Row]:
@@ -35,6 +36,9 @@ def run_suite(name: str, opts: Options) -> list[Row]:
         case "onnx":
             from detect.benchmark.export import onnx
             return onnx(opts)
+        case "video":
+            from detect.benchmark.video import video
+            return video(opts)
         case "levers":
             from detect.benchmark.levers import levers
             return levers(opts)

@@ -14,8 +14,10 @@ read are listed on stderr (``skipped image: <file>: <reason>``) and their object
 mean pose placed in each box (`detect.evaluation.mean_pose`): the keypoint head's floor, printed
 as ``keypoints_mean_pose`` with the ``keypoint_margin`` over it.
 
-Prints a per-head table; ``--out`` writes the metrics dict as JSON (atomically). User errors
-print one line ``error: <file>: <problem>`` to stderr and exit with status 2.
+Prints a per-head table (and, with ``--out``, where the metrics went); ``--out`` writes the metrics
+dict as JSON (atomically). A progress bar on stderr (a terminal only) counts the images predicted;
+``--quiet`` prints nothing but warnings and errors. User errors print one line
+``error: <file>: <problem>`` to stderr and exit with status 2.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mean-pose", type=Path, nargs="+", metavar="TRAIN_JSON",
         help="also evaluate the same detections with the mean pose of these (training) annotation "
              "files in each box instead of the predicted keypoints, and print the margin")
+    parser.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return parser
 
 
@@ -70,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_table(metrics))
+    if not args.quiet:
+        print(format_table(metrics))
+        if args.out is not None:
+            print(f"metrics (per class and precision-recall curves too) -> {args.out}")
     return 0
 
 
@@ -117,7 +123,8 @@ def predict_with_checkpoint(args: argparse.Namespace) -> list[dict]:
         loader = build_loader(ds, args.batch, EpochSampler(len(ds), False), 0,
                               det.cfg.data.size_divisor)
         skipped: list[str] = []
-        preds = predict_coco(det.model, loader, det.params, det.categories, det.device, skipped)
+        preds = predict_coco(det.model, loader, det.params, det.categories, det.device, skipped,
+                             progress=not args.quiet and sys.stderr.isatty())
     except USER_ERRORS as e:
         raise CliError(str(e)) from None
     for line in skipped:  # their objects count as missed

@@ -1,9 +1,15 @@
-"""detect-train / tools/train.py: train a detector from a config."""
+"""detect-train / tools/train.py: train a detector from a config.
+
+stdout: the per-head table after each evaluation and one closing line naming the run directory,
+its files and the best metric. The metrics themselves are in RUN/metrics.jsonl. ``--quiet``
+leaves only that line (and warnings and errors, on stderr or stdout as they come).
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
+from pathlib import Path
 
 from detect.cli.common import user_errors
 from detect.config import load_config
@@ -24,7 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "rows: same-names (default: classes named as a COCO category), none, or "
                         "pairs OURS=COCO,... (e.g. pedestrian=person)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, no per-head tables")
     p.add_argument("--stop-at-step", type=int, default=None,
                    help="stop after this optimiser step as if interrupted (resume with --resume)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=3")
@@ -40,13 +47,25 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --resume and --init-from exclude each other", file=sys.stderr)
         return 2
     trainer = Trainer(cfg, args.out, resume=args.resume, device=args.device,
-                      show_progress=not args.no_progress, init_from=args.init_from,
-                      class_map=args.class_map)
-    metrics = trainer.train(stop_at=args.stop_at_step)
+                      show_progress=not args.no_progress and sys.stderr.isatty(),
+                      init_from=args.init_from, class_map=args.class_map, quiet=args.quiet)
+    trainer.train(stop_at=args.stop_at_step)
     if trainer.rank == 0:
-        print(json.dumps({h: {k: v for k, v in m.items() if k != "per_class"}
-                          for h, m in metrics.items()}))
+        print(summary_line(trainer, trainer.state.step >= trainer.total_steps))
     return 0
+
+
+def summary_line(trainer, finished: bool) -> str:
+    """Where the run's files are, and the best value of ``train.best_metric``."""
+    out, s = Path(trainer.out), trainer.state
+    names = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml")
+    files = [f for f in names if (out / f).exists()]
+    line = f"{out}: {', '.join(files)} after {s.step} step(s)"
+    if not finished:
+        return f"{line}; stopped early, continue with --resume {out / 'last.pt'}"
+    if math.isfinite(s.best):
+        line += f"; best {trainer.cfg.train.best_metric} {100 * s.best:.1f}"
+    return line
 
 
 if __name__ == "__main__":

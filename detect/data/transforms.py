@@ -9,9 +9,12 @@ visibility 0.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
-import albumentations as A
+# albumentations asks the network for a newer version at import (and warns when it cannot)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 

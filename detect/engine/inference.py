@@ -5,6 +5,7 @@ from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from detect.data.annotations import CategoryMap
 from detect.evaluation import evaluate
@@ -14,13 +15,17 @@ from detect.structures import Detections, Target
 
 @torch.inference_mode()
 def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
-                    device: torch.device,
-                    skipped: list[str] | None = None) -> Iterator[tuple[Target, Detections]]:
+                    device: torch.device, skipped: list[str] | None = None,
+                    progress: bool = False) -> Iterator[tuple[Target, Detections]]:
     """Yield (target, detections in original-image pixels) for every readable image of
     ``loader``; images it could not read are appended to ``skipped`` as "path: reason" (the
-    caller reports them: their objects count as missed in any evaluation)."""
+    caller reports them: their objects count as missed in any evaluation). ``progress``: a bar
+    of images done on stderr."""
     model.eval()
+    bar = tqdm(total=len(loader.dataset), unit="image", desc="eval", disable=not progress,
+               leave=False, dynamic_ncols=True)
     for batch in loader:
+        bar.update(len(batch.targets) + len(batch.skipped))
         if skipped is not None:
             skipped += batch.skipped
         if batch.images.shape[0] == 0:
@@ -34,6 +39,7 @@ def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: Postpr
             d.boxes[:, 1::2] = d.boxes[:, 1::2].clamp(0, h)
             yield t, Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu(),
                                 None if d.keypoints is None else d.keypoints.cpu())
+    bar.close()
 
 
 def detections_to_coco(det: Detections, image_id: int, categories: CategoryMap,
@@ -63,11 +69,11 @@ def keypoint_classes(model: MultiHeadDetector) -> list[bool] | None:
 
 def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
                  categories: CategoryMap, device: torch.device,
-                 skipped: list[str] | None = None) -> list[dict]:
+                 skipped: list[str] | None = None, progress: bool = False) -> list[dict]:
     """COCO results for every readable image of ``loader`` (unreadable ones go to ``skipped``)."""
     results: list[dict] = []
     with_kpts = keypoint_classes(model)
-    for t, det in predict_batches(model, loader, params, device, skipped):
+    for t, det in predict_batches(model, loader, params, device, skipped, progress):
         results += detections_to_coco(det, t.image_id, categories, with_kpts)
     return results
 
@@ -75,11 +81,11 @@ def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: Postproce
 def evaluate_model(model: MultiHeadDetector, loader: DataLoader, gt: dict, categories: CategoryMap,
                    params: PostprocessParams, device: torch.device,
                    kpt_sigmas: tuple[float, ...] | None = None,
-                   backend: str = "faster",
-                   skipped: list[str] | None = None) -> tuple[dict, list[dict]]:
+                   backend: str = "faster", skipped: list[str] | None = None,
+                   progress: bool = False) -> tuple[dict, list[dict]]:
     """Per-head COCO metrics of ``model`` on ``loader`` (and the predictions); unreadable images
-    are appended to ``skipped``."""
-    preds = predict_coco(model, loader, params, categories, device, skipped)
+    are appended to ``skipped``; ``progress``: a bar on stderr."""
+    preds = predict_coco(model, loader, params, categories, device, skipped, progress)
     has_kpts = "keypoints" in model.heads and any(c.get("keypoints") for c in gt["categories"])
     names = dict(zip(categories.ids, categories.names))
     metrics = evaluate(gt, preds, backend=backend, kpt_sigmas=(kpt_sigmas or None) if has_kpts else None,

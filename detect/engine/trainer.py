@@ -88,13 +88,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: str | Path | None = None,
                  device: str | None = None, show_progress: bool = True,
-                 init_from: str | Path | None = None, class_map: str = "same-names") -> None:
+                 init_from: str | Path | None = None, class_map: str = "same-names",
+                 quiet: bool = False) -> None:
+        """``show_progress``: progress bars on stderr; ``quiet``: no bars and no per-head
+        tables (warnings and errors are still printed)."""
         self.cfg = self.cfg_requested = cfg  # cfg: keypoint settings resolved from the data
+        self.quiet = quiet
         self.out = Path(out_dir)
         self.rank, self.world = _init_distributed()
         self.device = torch.device(device or (f"cuda:{_local_rank()}" if torch.cuda.is_available()
                                               else "cpu"))
-        self.show_progress = show_progress and self.rank == 0
+        self.show_progress = show_progress and not quiet and self.rank == 0
         seed_everything(cfg.train.seed + self.rank, cfg.train.deterministic)
         self._build_data()
         self._build_model(init_from, class_map)
@@ -262,7 +266,8 @@ class Trainer:
         if self.conflicts.norms and self.rank == 0:
             summary = self.conflicts.summary()
             self.logger.log({"step": s.step, "grad_conflict_summary": summary})
-            tqdm.write(_format_conflicts(summary))
+            if not self.quiet:
+                tqdm.write(_format_conflicts(summary))
         self._report_skipped()
         _cleanup_distributed()
         return metrics
@@ -387,13 +392,15 @@ class Trainer:
         skipped: list[str] = []
         metrics, _ = evaluate_model(self.eval_model(), loader, self.val_ds.ann.gt, self.categories,
                                     self.cfg.postprocess, self.device, sigmas,
-                                    self.cfg.train.eval_backend, skipped=skipped)
+                                    self.cfg.train.eval_backend, skipped=skipped,
+                                    progress=self.show_progress)
         for line in skipped:  # their objects count as missed
             tqdm.write(f"warning: data.val: unreadable image left out of the evaluation: {line}")
         metrics = {h: m for h, m in metrics.items() if _head_of_metric(h) in self.heads}
         self.model.train()
         self.logger.log({"step": self.state.step, "epoch": self.state.epoch, "eval": metrics})
-        tqdm.write(format_table(metrics))
+        if not self.quiet:
+            tqdm.write(format_table(metrics))
         value = _metric(metrics, self.cfg.train.best_metric)
         if value is not None and value > self.state.best:
             self.state.best = value

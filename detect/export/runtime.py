@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detect.api import ImageInput, Prediction, letterbox_image, load_image, mask_keypoints
+from detect.api import (Detector, ImageInput, Prediction, letterbox_image, load_image,
+                        mask_keypoints)
 from detect.config import ConfigError
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.transforms import Sample
@@ -110,6 +111,8 @@ class ExportedDetector:
         for i in range(0, len(items), step):
             out += self._predict_batch([self._load(x) for x in items[i:i + step]])
         return out[0] if single else out
+
+    predict_video = Detector.predict_video  # the same frame loop over this predict()
 
     def _check_params(self) -> None:
         exported = self._exported

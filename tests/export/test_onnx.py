@@ -217,3 +217,22 @@ def test_user_errors(checkpoint, onnx_file, tmp_path, capsys):
     assert export_cli.main(["--checkpoint", str(tmp_path / "none.pt"), "--format", "onnx",
                             "--out", str(tmp_path / "x.onnx")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_onnx_predict_video_matches_eager(eager, onnx_file, images, tmp_path):
+    """The same frame loop over onnxruntime: per-frame records as the eager model's."""
+    path = tmp_path / "clip.avi"
+    h, w = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (w, h))
+    for im in images[:3]:
+        writer.write(cv2.resize(im, (w, h)))
+    writer.release()
+    ours = [fp.prediction for fp in eager.predict_video(path, batch_size=2)]
+    got = [fp.prediction for fp in Detector.from_onnx(onnx_file).predict_video(path, batch_size=2)]
+    assert len(ours) == 3
+    assert_same(ours, got)
+    rc = infer_cli.main(["--onnx", str(onnx_file), "--source", str(path), "--out", str(tmp_path),
+                         "--quiet", "--score-thresh", repr(eager.params.score_thresh)])
+    assert rc == 0
+    lines = (tmp_path / "clip.jsonl").read_text().splitlines()
+    assert [len(json.loads(x)["detections"]) for x in lines] == [len(p.scores) for p in ours]
