@@ -110,7 +110,7 @@ def _top_candidates(
 
 
 PerImage = Callable[[int, Tensor], Tensor]  # (image, anchor indices [M]) -> [M, ...]
-KeypointsOf = Callable[[int, Tensor, Tensor, Tensor], Tensor]  # image, anchors, boxes, labels
+KeypointsOf = Callable[[int, Tensor, Tensor], Tensor]  # (image, anchors [N], labels [N])
 """``(b, anchor_indices [M]) -> [M, ...]``: image b's decoded outputs at those anchors only."""
 
 
@@ -168,8 +168,8 @@ def postprocess_lazy(
 ) -> list[Detections]:
     """`postprocess` that decodes only what it keeps: boxes of the pre-NMS candidates
     (``boxes_of(b, anchors) -> [M, 4]``) and keypoints of the final detections
-    (``keypoints_of(b, anchors, boxes, labels) -> [N, K, 3]``, given the detections' boxes
-    [N, 4] and labels [N]), instead of every anchor. Same arguments and
+    (``keypoints_of(b, anchors, labels) -> [N, K, 3]``, given the detections' labels [N]),
+    instead of every anchor. Same arguments and
     results as `postprocess` otherwise."""
     if sum(num_anchors_per_level) != scores.shape[1]:
         raise ValueError(f"num_anchors_per_level sums to {sum(num_anchors_per_level)}, "
@@ -184,7 +184,7 @@ def postprocess_lazy(
         det, keep = _select(values[b][valid], labels[b][valid], boxes_of(b, cand_anchors), size,
                             nms_iou, max_detections, class_agnostic, soft_nms_sigma, score_thresh)
         if keypoints_of is not None:
-            kpts = keypoints_of(b, cand_anchors[keep], det.boxes, det.labels)  # [N, K, 3]
+            kpts = keypoints_of(b, cand_anchors[keep], det.labels)  # [N, K, 3]
             det = replace(det, keypoints=kpts)
         results.append(det)
     return results

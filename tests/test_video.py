@@ -93,9 +93,13 @@ def test_predict_video_equals_predict_on_the_same_frames(det, clip):
     preds = det.predict(frames, batch_size=4)
     assert len(got) == N == run.frames
     assert got == [frame_record(i, i / FPS, p) for i, p in enumerate(preds)]
-    d = got[0]["detections"][0]
-    assert set(d) == {"category_id", "bbox", "score", "keypoints"} and len(d["keypoints"]) == 13 * 3
-    assert d["category_id"] in det.categories.ids
+    dets = [d for g in got for d in g["detections"]]
+    assert {d["category_id"] for d in dets} <= set(det.categories.ids)
+    for d in dets:  # keypoints for persons (category 1) only
+        person = d["category_id"] == 1
+        assert set(d) == {"category_id", "bbox", "score"} | ({"keypoints"} if person else set())
+        assert len(d.get("keypoints", ())) == (13 * 3 if person else 0)
+    assert any(d["category_id"] == 1 for d in dets) and any(d["category_id"] != 1 for d in dets)
 
 
 def test_stride_and_max_frames(det, clip):

@@ -14,6 +14,7 @@ from detect.benchmark.common import Options, Row, setup, speed_row, time_interle
 RETINANET = "configs/retinanet_r50_fpn_coco.yaml"
 LIGHT = "configs/light_lite0_coco.yaml"
 ATSS_KEYPOINTS = "configs/atss_r50_fpn_coco_keypoints.yaml"
+DEMO = "configs/demo.yaml"
 
 
 def _candidates(det: peers.Detector, peer: torch.nn.Module, image: np.ndarray,
@@ -103,4 +104,27 @@ def keypoints(opts: Options) -> list[Row]:
                     f"detections with keypoints: ours {n_ours}, torchvision {n_peer} "
                     "(random weights, classification bias 0)")
     row.extra.update(detections_ours=n_ours, detections_peer=n_peer)
+    return [row]
+
+
+def keypoint_cost(opts: Options) -> list[Row]:
+    """What the keypoint head costs: the demo model (light config, 320 px, the sample set's 4
+    classes) end to end with its keypoint head (13 keypoints, and the config's heatmaps) vs the
+    same model box-only. Classification bias at the prior: detections as sparse as a trained
+    model's, so the keypoints decoded per image are few, as in use."""
+    setup(opts)
+    image = peers.source_image(320)
+    weights = ("model.backbone.weights=null",)  # the same network either way; weights irrelevant
+    with_kpts = peers.ours(DEMO, 320, 13, "prior", opts.device, weights)
+    box_only = peers.ours(DEMO, 320, 0, "prior", opts.device, weights)
+    times = time_interleaved({"ours": lambda: with_kpts.predict(image),
+                              "peer": lambda: box_only.predict(image)},
+                             opts.rounds(21, 3), device=opts.device)
+    row = speed_row("keypoint-cost", "demo model 320: with keypoint head / box-only", times,
+                    note="peer = the same model without its keypoint head")
+    row.ratio, row.ratio_is = round(row.ours / row.peer, 3), "with keypoints / box-only time"
+    row.target, row.target_op = 1.10, "<="
+    params = sum(p.numel() for p in with_kpts.model.heads["keypoints"].parameters())
+    row.extra.update(keypoint_head_parameters=params,
+                     model_parameters=sum(p.numel() for p in with_kpts.model.parameters()))
     return [row]

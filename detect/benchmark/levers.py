@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torchvision.ops import clip_boxes_to_image
 
 from detect.api import Detector
 from detect.benchmark import peers
@@ -105,8 +104,7 @@ def decode_all(model: MultiHeadDetector, out, image_sizes, params) -> list:
     boxes = model.heads["box"].decode(out.preds["box"], anchors)  # [B, A, 4]
     kpts = None
     if "keypoints" in model.heads:
-        clipped = torch.stack([clip_boxes_to_image(b, s) for b, s in zip(boxes, image_sizes)])
-        kpts = model.heads["keypoints"].decode(out.preds["keypoints"], clipped)  # [B, A, K, 3]
+        kpts = model.heads["keypoints"].decode(out.preds["keypoints"], anchors)  # [B, A, K, 3]
     return postprocess(scores, boxes, model.anchor_generator.num_anchors_per_level(out.feature_sizes),
                        kpts, image_sizes, params.score_thresh, params.topk_per_level,
                        params.nms_iou, params.max_detections, params.class_agnostic,

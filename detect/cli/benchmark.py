@@ -2,8 +2,8 @@
 
     python tools/benchmark.py SUITE [--json OUT] [--threads N] [--quick] [--minutes M]
 
-Suites: infer, infer-floor, keypoints, train, eval, data, accuracy, levers, onnx, video (see
-docs/BENCHMARKS.md). Each runs ours and the peer in this process on the same input and thread
+Suites: infer, infer-floor, keypoints, keypoint-cost, train, eval, data, accuracy, levers, onnx,
+video (see docs/BENCHMARKS.md). Each runs ours and the peer in this process on the same input and thread
 count, prints a table of medians and ratios, and with ``--json`` writes the rows and the
 environment. ``--quick`` uses smaller inputs and fewer repeats (a smoke test, rough numbers).
 """
@@ -14,16 +14,17 @@ import sys
 
 from detect.benchmark.common import Options, Row, format_table, write_json
 
-SUITES = ("infer", "infer-floor", "keypoints", "train", "eval", "data", "accuracy", "levers", "onnx",
-          "video")
+SUITES = ("infer", "infer-floor", "keypoints", "keypoint-cost", "train", "eval", "data",
+          "accuracy", "levers", "onnx", "video")
 
 
 def run_suite(name: str, opts: Options) -> list[Row]:
     match name:  # imports per suite: eval must not pay for torchvision's detection models
-        case "infer" | "infer-floor" | "keypoints":
+        case "infer" | "infer-floor" | "keypoints" | "keypoint-cost":
             from detect.benchmark import inference
             return {"infer": inference.infer, "infer-floor": inference.infer_floor,
-                    "keypoints": inference.keypoints}[name](opts)
+                    "keypoints": inference.keypoints,
+                    "keypoint-cost": inference.keypoint_cost}[name](opts)
         case "train" | "data":
             from detect.benchmark import training
             return training.train(opts) if name == "train" else training.data(opts)

@@ -33,7 +33,6 @@ from detect.engine.init_from import init_model
 from detect.engine.logging import MetricsLogger
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
-from detect.evaluation.mean_pose import mean_pose
 from detect.models.build import build_model
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Batch
@@ -140,8 +139,6 @@ class Trainer:
             cfg.model, self.categories.num_classes, k,
             kmeta.label_mask(self.categories) if kmeta else None,
             kmeta.flip_pairs if kmeta else ())
-        if k:
-            self._start_from_mean_pose()
         if init_from is not None:
             report = init_model(self.model, init_from, self.categories.names, class_map)
             if self.rank == 0:
@@ -182,17 +179,6 @@ class Trainer:
         if t.max_steps > 0:
             return t.max_steps
         return max(1, t.epochs * math.ceil(len(self.loader) / t.accumulate))
-
-    def _start_from_mean_pose(self) -> None:
-        """The keypoint head starts at the training data's mean pose (flips included)."""
-        try:
-            pose = mean_pose(self.train_ds.ann.gt)
-        except ValueError:  # no labelled keypoint: nothing to start from
-            return
-        if self.kmeta is not None:
-            pose = pose.with_flips(self.kmeta.flip_pairs, self.cfg.data.hflip)
-        self.model.heads["keypoints"].set_prior(torch.from_numpy(pose.xy).float(),
-                                                torch.from_numpy(pose.score).float())
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, Any]:

@@ -29,15 +29,6 @@ class MeanPose:
     def num_keypoints(self) -> int:
         return int(self.xy.shape[0])
 
-    def with_flips(self, flip_pairs: Sequence[tuple[int, int]], p: float) -> "MeanPose":
-        """The mean pose of the data after horizontal flips with probability ``p`` (x mirrored
-        in the box, left/right keypoints swapped)."""
-        order = np.arange(self.num_keypoints)
-        for i, j in flip_pairs:
-            order[i], order[j] = j, i
-        flipped = np.stack([1.0 - self.xy[order, 0], self.xy[order, 1]], 1)
-        return MeanPose((1 - p) * self.xy + p * flipped, (1 - p) * self.score + p * self.score[order])
-
 
 def mean_pose(gt: dict) -> MeanPose:
     """The mean pose of the keypoint categories' annotations in a COCO dict.

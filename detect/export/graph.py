@@ -155,7 +155,7 @@ class ExportGraph(nn.Module):
                "num_detections": valid.sum(1)}
         if self.has_keypoints:
             kpts = self._keypoints(preds["keypoints"], anchor_idx.gather(1, order),
-                                   out["boxes"], labels.gather(1, order))  # [B, D, K, 3]
+                                   labels.gather(1, order))  # [B, D, K, 3]
             out["keypoints"] = kpts * valid[..., None, None]
         return tuple(v if k == "num_detections" else self._pad(v) for k, v in out.items())
 
@@ -206,12 +206,12 @@ class ExportGraph(nn.Module):
         kept = torch.zeros_like(values.flatten()).scatter(0, flat, 1.0)  # [B * M]
         return kept.view_as(values) > 0
 
-    def _keypoints(self, pred: Tensor, anchor_idx: Tensor, boxes: Tensor, labels: Tensor) -> Tensor:
-        """Decode keypoints of the detections only, relative to their boxes (and refined on the
-        heatmaps), zeros for classes without keypoints: pred [B, A, 3K], anchor_idx [B, D], boxes [B, D, 4], labels [B, D]
-        (contiguous) -> [B, D, K, 3]."""
+    def _keypoints(self, pred: Tensor, anchor_idx: Tensor, labels: Tensor) -> Tensor:
+        """Decode keypoints of the detections only (refined on the heatmaps), zeros for classes
+        without keypoints: pred [B, A, 3K + J], anchor_idx [B, D], labels [B, D] (contiguous)
+        -> [B, D, K, 3]."""
         head = self.model.heads["keypoints"]
-        kpts = head.decode(_gather(pred, anchor_idx), boxes)
+        kpts = head.decode(_gather(pred, anchor_idx), self.anchors[anchor_idx])
         if head.num_heatmaps:  # snapped onto the finest level's heatmaps
             heat = head.heatmaps(pred, self.per_level[0])  # [B, H_0 * W_0, J]
             kpts = head.refine(kpts, heat, self.feature_sizes[0],

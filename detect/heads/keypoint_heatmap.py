@@ -27,6 +27,9 @@ RADIUS = 2  # cells searched on each side of the regressed point
 TAU = 1.5  # cells: the distance prior's scale
 KEEP_LOGIT = -1.0  # the regressed point's own logit: a peak must be more likely than sigmoid(-1)
 MIN_SIGMA, MAX_SIGMA = 0.5, 2.0  # target Gaussian width, in cells
+# the heatmap loss's weight among the keypoint head's terms: at 1 it dominated the head's total
+# and the regression it refines learned less (docs/KEYPOINTS.md)
+HEATMAP_WEIGHT = 0.2
 
 
 def joint_groups(num_keypoints: int, flip_pairs: tuple[tuple[int, int], ...]) -> list[int]:

@@ -1,11 +1,9 @@
-"""Keypoint head: per anchor, K offsets from the centre of the object's box, in units of the box's
-width and height, and K visibility logits.
+"""Keypoint head: per anchor, K offsets from the anchor centre (in anchor sizes), K visibility
+logits and, optionally, J heatmap logits (`detect.heads.keypoint_heatmap`).
 
-Offsets are relative to the box the keypoints belong to (the matched ground-truth box in training,
-the detected box at inference), not to the anchor: a pose in box units does not depend on the
-object's size or on how far its anchor is from its centre, so the head learns the pose alone. The
-predictor's bias starts at the training set's mean pose (`KeypointHead.set_prior`), so training
-starts from the floor a keypoint head must clear and spends its steps on what the image shows.
+Offsets are relative to the anchor, not to the detected box: relative to the box, training (on
+ground-truth boxes) and inference (on predicted ones) would disagree, and a box a few pixels off
+would move every keypoint with it (measured: docs/KEYPOINTS.md).
 
 Loss: 1 - OKS plus BCE on visibility, over positives whose object has at least one labelled
 keypoint (YOLO-Pose style), plus an L1 term on scale-normalised positions: 1 - OKS alone has
@@ -19,14 +17,14 @@ from torch import Tensor
 
 from detect.box_coder import BoxCoder
 from detect.heads.base import Head, Tower
-from detect.heads.keypoint_heatmap import heatmap_targets, refine_keypoints
+from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
 from detect.structures import Matches
 
 
 class KeypointHead(Head):
-    """pred [B, A, 3K + J]: (dx, dy) per keypoint, from the box centre in box widths and heights,
-    then K visibility logits, then J heatmap logits (``heatmap_groups``: the heatmap of each
+    """pred [B, A, 3K + J]: (dx, dy) per keypoint, from the anchor centre in anchor sizes, then K
+    visibility logits, then J heatmap logits (``heatmap_groups``: the heatmap of each
     keypoint, `detect.heads.keypoint_heatmap`; none without them).
 
     Losses (divided by the number of contributing positives, at least 1:
@@ -96,7 +94,8 @@ class KeypointHead(Head):
         if not bool(use.any()):
             return empty
         offsets, vis_logits = self._split(pred[use].float())  # [P, K, 2], [P, K]
-        xy = self.coder.decode_points(offsets, matches.boxes[use])  # [P, K, 2]
+        anchors = matches.anchors.expand(use.shape[0], -1, -1)[use]  # [P, 4]
+        xy = self.coder.decode_points(offsets, anchors)  # [P, K, 2]
         gt = matches.keypoints[use]  # [P, K, 3]
         areas = matches.areas[use]  # [P]
         n = matches.num_keypoint_positive  # over DDP ranks too
@@ -105,7 +104,8 @@ class KeypointHead(Head):
         losses = {"loss_kpt": l_oks, "loss_kpt_l1": self.l1_weight * keypoint_l1(xy, gt, areas) / n,
                   "loss_kpt_vis": l_vis}
         if self.num_heatmaps:
-            losses["loss_kpt_heat"] = self._heatmap_loss(pred, matches) / matches.num_labelled_keypoints
+            heat = self._heatmap_loss(pred, matches) / matches.num_labelled_keypoints
+            losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat
         return losses
 
     def _heatmap_loss(self, pred: Tensor, matches: Matches) -> Tensor:
@@ -123,11 +123,11 @@ class KeypointHead(Head):
             for t in matches.targets])  # [B, M, J]
         return quality_focal_loss(logits, targets).sum()
 
-    def decode(self, pred: Tensor, boxes: Tensor) -> Tensor:
-        """pred [..., 3K] and the boxes [..., 4] xyxy the keypoints belong to (broadcast) ->
-        [..., K, 3] keypoints (x, y, visibility probability)."""
+    def decode(self, pred: Tensor, anchors: Tensor) -> Tensor:
+        """pred [..., 3K + J] and their anchors [..., 4] xyxy (broadcast) -> [..., K, 3]
+        keypoints (x, y, visibility probability)."""
         offsets, vis_logits = self._split(pred.float())
-        xy = self.coder.decode_points(offsets, boxes)  # [..., K, 2]
+        xy = self.coder.decode_points(offsets, anchors)  # [..., K, 2]
         return torch.cat([xy, vis_logits.sigmoid()[..., None]], dim=-1)
 
     def refine(self, keypoints: Tensor, heat: Tensor, size: tuple[int, int],
@@ -137,13 +137,3 @@ class KeypointHead(Head):
         if not self.num_heatmaps:
             return keypoints
         return refine_keypoints(keypoints, heat, self.groups, size, stride)
-
-    @torch.no_grad()
-    def set_prior(self, mean_xy: Tensor, frequency: Tensor) -> None:
-        """Start the predictor at a prior pose: ``mean_xy`` [K, 2] in box units (0..1 from the
-        box's left and top edges), ``frequency`` [K] the share of objects labelling each
-        keypoint (the initial visibility probability)."""
-        k = self.num_keypoints
-        bias = self.predictor.bias.view(self.num_anchors, -1)  # [a, 3K + J]
-        bias[:, : 2 * k] = (mean_xy.to(bias) - 0.5).flatten()  # offsets from the box centre
-        bias[:, 2 * k:3 * k] = torch.logit(frequency.to(bias).clamp(0.02, 0.98))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
@@ -78,7 +79,8 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
         "box": BoxHead(channels, per_loc, tower(), coder, h.box_loss),
     }
     if num_keypoints:
-        sigmas = keypoint_sigmas(h) if h.num_keypoints == num_keypoints else ()
+        fits = h.num_keypoints in (None, num_keypoints)  # None: K from the data
+        sigmas = keypoint_sigmas(replace(h, num_keypoints=num_keypoints)) if fits else ()
         if len(sigmas) != num_keypoints:
             raise ValueError(f"the dataset has {num_keypoints} keypoints but model.heads has "
                              f"num_keypoints={h.num_keypoints}: set model.heads.num_keypoints and "

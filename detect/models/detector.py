@@ -86,8 +86,8 @@ class MultiHeadDetector(nn.Module):
         """Decode every head and post-process into per-image detections (transformed pixels).
 
         Scores are decoded everywhere (the top-k needs them); boxes only for the pre-NMS
-        candidates and keypoints only for the final detections, relative to their boxes (zeros
-        for classes without keypoints, `KeypointHead.set_classes`).
+        candidates and keypoints only for the final detections (refined on the heatmaps, and
+        zeros for classes without keypoints, `KeypointHead.set_classes`).
         """
         device = out.preds["cls"].device
         anchors = self.anchors(out.feature_sizes, device)  # [A, 4]
@@ -104,8 +104,8 @@ class MultiHeadDetector(nn.Module):
             heat = kpt_head.heatmaps(kpt_pred, finest)  # [B, H_0 * W_0, J]
             stride = self.anchor_generator.strides[0]
 
-            def keypoints_of(b: int, idx: Tensor, boxes: Tensor, labels: Tensor) -> Tensor:
-                kpts = kpt_head.decode(kpt_pred[b, idx], boxes)  # [N, K, 3]
+            def keypoints_of(b: int, idx: Tensor, labels: Tensor) -> Tensor:
+                kpts = kpt_head.decode(kpt_pred[b, idx], anchors[idx])  # [N, K, 3]
                 kpts = kpt_head.refine(kpts[None], heat[b:b + 1], out.feature_sizes[0], stride)[0]
                 return kpt_head.mask_detections(kpts, labels)
 

@@ -1,7 +1,6 @@
 """Head shapes, losses on empty ground truth, and the detector's loss/detect paths."""
 import pytest
 import torch
-from torchvision.ops import clip_boxes_to_image
 
 from detect.box_coder import BoxCoder
 from detect.config import load_config
@@ -117,9 +116,7 @@ def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
     anchors = model.anchors(out.feature_sizes, torch.device("cpu"))
     scores = model.heads["cls"].decode(out.preds["cls"], anchors)  # [B, A, C]
     boxes = model.heads["box"].decode(out.preds["box"], anchors)  # [B, A, 4]
-    # keypoints belong to the detected boxes, which post-processing clips to the image
-    kpts = model.heads["keypoints"].decode(out.preds["keypoints"],
-                                           clip_boxes_to_image(boxes, sizes[0]))  # [B, A, K, 3]
+    kpts = model.heads["keypoints"].decode(out.preds["keypoints"], anchors)  # [B, A, K, 3]
     expected = postprocess(scores, boxes, model.anchor_generator.num_anchors_per_level(
         out.feature_sizes), kpts, sizes)
     for lazy, eager in zip(model.detect(out, sizes), expected, strict=True):
@@ -144,29 +141,24 @@ def test_memory_format_is_a_config_choice_with_equal_outputs():
         torch.testing.assert_close(a.preds[k], b.preds[k], atol=1e-4, rtol=1e-4)
 
 
-def test_keypoints_decode_relative_to_their_box_and_start_at_the_prior():
+def test_keypoints_decode_relative_to_their_anchor():
     head = KeypointHead(16, 1, 2, None, BoxCoder(), (0.05, 0.05))
-    # hand case: offsets (dx, dy) from the box centre in box widths/heights; visibility logit 0
+    # hand case: offsets (dx, dy) from the anchor centre in anchor sizes; visibility logit 0
     pred = torch.tensor([[0.25, -0.5, -0.5, 0.0, 0.0, 0.0]])  # [1, 3K]
-    box = torch.tensor([[10.0, 20.0, 50.0, 40.0]])  # centre (30, 30), 40 x 20
+    anchor = torch.tensor([[10.0, 20.0, 50.0, 40.0]])  # centre (30, 30), 40 x 20
     expected = torch.tensor([[[40.0, 20.0, 0.5], [10.0, 30.0, 0.5]]])
-    torch.testing.assert_close(head.decode(pred, box), expected)
-    # with the prior set and a zero predictor weight, every anchor predicts the prior in its box
-    head.set_prior(torch.tensor([[0.5, 0.0], [0.25, 1.0]]), torch.tensor([0.9, 0.2]))
-    torch.nn.init.zeros_(head.predictor.weight)
-    out = head(feats(1, 16))  # [1, A, 6]
-    kpts = head.decode(out, box[None].expand(1, out.shape[1], 4))  # [1, A, K, 3]
-    torch.testing.assert_close(kpts[0, 7], torch.tensor([[30.0, 20.0, 0.9], [20.0, 40.0, 0.2]]))
+    torch.testing.assert_close(head.decode(pred, anchor), expected)
 
 
-def test_keypoint_loss_is_zero_for_a_perfect_prediction_in_any_box():
+def test_keypoint_loss_is_zero_for_a_perfect_prediction():
     head = KeypointHead(16, 1, 2, None, BoxCoder(), (0.05, 0.05))
     gt_box = torch.tensor([[0.0, 0.0, 100.0, 50.0]])
+    anchor = torch.tensor([[40.0, 10.0, 60.0, 30.0]])
     offsets = torch.tensor([[0.1, 0.2, -0.3, 0.4]])
-    gt_xy = head.coder.decode_points(offsets.view(1, 2, 2), gt_box)  # [1, K, 2]
+    gt_xy = head.coder.decode_points(offsets.view(1, 2, 2), anchor)  # [1, K, 2]
     from detect.structures import Matches
-    matches = Matches(anchors=torch.tensor([[40.0, 10.0, 60.0, 30.0]]),  # far from the box centre
-                      matched=torch.zeros(1, 1, dtype=torch.int64), boxes=gt_box[None],
+    matches = Matches(anchors=anchor, matched=torch.zeros(1, 1, dtype=torch.int64),
+                      boxes=gt_box[None],
                       labels=torch.zeros(1, 1, dtype=torch.int64),
                       keypoints=torch.cat([gt_xy, torch.full((1, 2, 1), 2.0)], -1)[None],
                       areas=torch.tensor([[5000.0]]), num_positive=torch.tensor(1.0),
