@@ -35,3 +35,14 @@ def test_eval_suite_runs_and_matches_pycocotools(tmp_path) -> None:
     (row,) = record["rows"]
     assert row["extra"]["max_stat_diff"] <= 1e-12
     assert row["ours"] > 0 and row["peer"] > 0 and record["environment"]["threads"] == 1
+
+
+def test_keypoint_cost_suite_compares_the_same_model_with_and_without_keypoints(tmp_path) -> None:
+    out = tmp_path / "cost.json"
+    result = subprocess.run([sys.executable, "tools/benchmark.py", "keypoint-cost", "--quick",
+                             "--threads", "1", "--repeats", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["ours"] > 0 and row["peer"] > 0 and row["target"] == 1.1
+    assert 0 < row["extra"]["keypoint_head_parameters"] < 0.1 * row["extra"]["model_parameters"]
