@@ -71,3 +71,37 @@ def test_fewer_candidates_than_max_detections_are_padded(det):
 def test_soft_nms_cannot_be_exported(det):
     with pytest.raises(ConfigError, match="soft_nms_sigma"):
         ExportGraph(det.model, SIZE, replace(det.params, soft_nms_sigma=0.5), (1, 2, 3))
+
+
+def test_graph_with_keypoint_heatmaps_equals_detect(tiny_model):
+    """The heatmap refinement and the category mask inside the graph, against eager detect()."""
+    torch.manual_seed(0)
+    det = Detector.from_config("configs/demo.yaml", tiny_model + [
+        f"data.image_size={SIZE}", "model.heads.keypoint_heatmaps=true",
+        "model.matcher.kind=atss", "model.anchors.ratios=[1.0]", "model.anchors.scales=[1.0]"],
+        categories=["a", "b", "c"])
+    head = det.model.heads["keypoints"]
+    assert head.num_heatmaps == 13
+    head.set_classes(torch.tensor([True, False, True]))
+    with torch.no_grad():  # strong, varied heatmaps so that refinement moves keypoints
+        head.predictor.bias[3 * 13:] = 2.0
+        head.predictor.weight[3 * 13:] *= 300
+    params = replace(det.params, score_thresh=0.0, topk_per_level=20, max_detections=30)
+    graph = ExportGraph(det.model, SIZE, params, (5, 6, 9), "onnx")
+    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, _, labels, num, kpts = graph(images)
+        out = det.model(images)
+    anchors = det.model.anchors(out.feature_sizes, torch.device("cpu"))
+    for b, d in enumerate(_eager(det, images, params)):
+        n = int(num[b])
+        torch.testing.assert_close(kpts[b, :n], d.keypoints)
+        assert (d.keypoints[d.labels == 1] == 0).all() and (d.keypoints[d.labels != 1, :, 2] > 0).all()
+    # the refinement moved keypoints: unrefined decoding differs
+    raw = head.decode(out.preds["keypoints"][0], anchors)  # [A, K, 3]
+    first = _eager(det, images, params)[0]
+    kept = first.labels != 1
+    assert kept.any()
+    assert not any(torch.allclose(first.keypoints[i], raw[j]) for i in torch.nonzero(kept)[:, 0][:3]
+                   for j in range(raw.shape[0]))
