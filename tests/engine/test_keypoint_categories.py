@@ -106,3 +106,29 @@ def test_onnx_graph_masks_keypoints_of_other_categories(run: Path, images: list[
         graph_out = onnx_det._run(np.zeros((1, 3, det.image_size, det.image_size), np.uint8))
     kpts, out_labels = graph_out["keypoints"][0], graph_out["labels"][0]
     assert (kpts[out_labels != PERSON] == 0).all()
+
+
+def test_demo_config_on_a_box_only_dataset_trains_boxes(tiny_synthetic, tiny_model, tmp_path,
+                                                         capsys) -> None:
+    """configs/demo.yaml (13-keypoint sigmas, keypoints in train.heads) on a dataset whose
+    categories list no keypoints: no override needed, a note, and a box-only checkpoint."""
+    def strip(src: Path, dst: Path) -> Path:
+        data = json.loads(src.read_text())
+        for c in data["categories"]:
+            c.pop("keypoints", None), c.pop("skeleton", None)
+        for a in data["annotations"]:
+            a.pop("keypoints", None), a.pop("num_keypoints", None)
+        dst.write_text(json.dumps(data))
+        return dst
+
+    train = strip(tiny_synthetic / "annotations/train.json", tmp_path / "train.json")
+    cfg = load_config("configs/demo.yaml", [
+        f"data.train.images={tiny_synthetic / 'train'}", f"data.train.annotations=[{train}]",
+        "data.image_size=128", "train.max_steps=1", "train.batch_size=2", "train.eval_every=0",
+        *tiny_model])
+    trainer = Trainer(cfg, tmp_path / "run", device="cpu", show_progress=False)
+    assert "no keypoints" in capsys.readouterr().out
+    assert set(trainer.model.heads) == {"cls", "box"} and trainer.cfg.train.heads == ("cls", "box")
+    trainer.train()
+    det = Detector.from_checkpoint(tmp_path / "run/last.pt")
+    assert det.keypoints is None and "keypoints" not in det.model.heads
