@@ -25,10 +25,6 @@ class MeanPose:
     xy: np.ndarray
     score: np.ndarray
 
-    @property
-    def num_keypoints(self) -> int:
-        return int(self.xy.shape[0])
-
 
 def mean_pose(gt: dict) -> MeanPose:
     """The mean pose of the keypoint categories' annotations in a COCO dict.
