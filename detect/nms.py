@@ -109,9 +109,10 @@ def _top_candidates(
     return torch.cat(values, 1), torch.cat(anchors, 1), torch.cat(labels, 1)  # [B, L*k] each
 
 
-PerImage = Callable[[int, Tensor], Tensor]  # (image, anchor indices [M]) -> [M, ...]
-KeypointsOf = Callable[[int, Tensor, Tensor], Tensor]  # (image, anchors [N], labels [N])
+PerImage = Callable[[int, Tensor], Tensor]
 """``(b, anchor_indices [M]) -> [M, ...]``: image b's decoded outputs at those anchors only."""
+KeypointsOf = Callable[[int, Tensor, Tensor], Tensor]
+"""``(b, anchor_indices [N], labels [N]) -> [N, K, 3]``: keypoints of image b's detections."""
 
 
 def postprocess(
@@ -169,8 +170,7 @@ def postprocess_lazy(
     """`postprocess` that decodes only what it keeps: boxes of the pre-NMS candidates
     (``boxes_of(b, anchors) -> [M, 4]``) and keypoints of the final detections
     (``keypoints_of(b, anchors, labels) -> [N, K, 3]``, given the detections' labels [N]),
-    instead of every anchor. Same arguments and
-    results as `postprocess` otherwise."""
+    instead of every anchor. Same arguments and results as `postprocess` otherwise."""
     if sum(num_anchors_per_level) != scores.shape[1]:
         raise ValueError(f"num_anchors_per_level sums to {sum(num_anchors_per_level)}, "
                          f"but scores have {scores.shape[1]} anchors")
