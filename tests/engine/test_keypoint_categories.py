@@ -122,8 +122,10 @@ def test_demo_config_on_a_box_only_dataset_trains_boxes(tiny_synthetic, tiny_mod
         return dst
 
     train = strip(tiny_synthetic / "annotations/train.json", tmp_path / "train.json")
+    val = strip(tiny_synthetic / "annotations/val.json", tmp_path / "val.json")
     cfg = load_config("configs/demo.yaml", [
         f"data.train.images={tiny_synthetic / 'train'}", f"data.train.annotations=[{train}]",
+        f"data.val.images={tiny_synthetic / 'val'}", f"data.val.annotations=[{val}]",
         "data.image_size=128", "train.max_steps=1", "train.batch_size=2", "train.eval_every=0",
         *tiny_model])
     trainer = Trainer(cfg, tmp_path / "run", device="cpu", show_progress=False)
