@@ -105,6 +105,9 @@ class HeadsConfig:
     # heatmaps on the finest level that snap regressed keypoints onto their joints
     # (detect/heads/keypoint_heatmap.py); needs one anchor per location
     keypoint_heatmaps: bool = False
+    # regress each left/right pair as (image-left, image-right) plus one logit per object for
+    # which side is its left (detect/heads/keypoints.py); needs the data's flip pairs
+    keypoint_handedness: bool = False
 
 
 @dataclass(frozen=True)

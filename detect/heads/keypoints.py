@@ -7,12 +7,21 @@ would move every keypoint with it (measured: docs/KEYPOINTS.md).
 
 Loss: 1 - OKS plus BCE on visibility, over positives whose object has at least one labelled
 keypoint (YOLO-Pose style), plus an L1 term on scale-normalised positions: 1 - OKS alone has
-almost no gradient for keypoints far from their target (exp of a large negative)."""
+almost no gradient for keypoints far from their target (exp of a large negative).
+
+Handedness (``handedness_pairs``, option ``model.heads.keypoint_handedness``): which of a person's
+two wrists is the left one depends on whether the person faces the camera, which a young network
+cannot yet see; regressed directly, each pair then collapses onto its midpoint (the average of
+the two answers). With handedness the head regresses every left/right pair as (image-left,
+image-right), a geometry the image shows, and predicts one logit per object for "its left
+keypoints lie on the image's right" (a person facing the camera); decoding swaps the pairs back
+where that logit is positive (`swap_pairs`)."""
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from detect.box_coder import BoxCoder
@@ -22,16 +31,49 @@ from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_
 from detect.structures import Matches
 
 
+def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
+    """Per object, whether its left keypoints lie on the image's right of their right partners.
+
+    Args:
+        gt: [P, K, 3] keypoints ``(x, y, v)``.
+        pairs: [Q, 2] (left, right) keypoint indices.
+    Returns:
+        (mirrored [P] bool: sum over pairs labelled on both sides of ``x_left - x_right`` > 0,
+        known [P] bool: that sum is not 0, i.e. some pair decides it).
+    """
+    left, right = gt[:, pairs[:, 0]], gt[:, pairs[:, 1]]  # [P, Q, 3]
+    both = (left[..., 2] > 0) & (right[..., 2] > 0)  # [P, Q]
+    spread = ((left[..., 0] - right[..., 0]) * both).sum(-1)  # [P]
+    return spread > 0, spread != 0
+
+
+def pair_swap(num_keypoints: int, pairs: tuple[tuple[int, int], ...]) -> Tensor:
+    """[K] int64: the index of each keypoint's partner (its own for unpaired ones)."""
+    perm = list(range(num_keypoints))
+    for left, right in pairs:
+        perm[left], perm[right] = right, left
+    return torch.tensor(perm, dtype=torch.int64)
+
+
+def swap_pairs(x: Tensor, swap: Tensor, where: Tensor) -> Tensor:
+    """``x`` [..., K, D] with every keypoint exchanged with its partner (``swap`` [K], from
+    `pair_swap`) in the rows where ``where`` [...] is True."""
+    return torch.where(where[..., None, None], x[..., swap, :], x)
+
+
 class KeypointHead(Head):
-    """pred [B, A, 3K + J]: (dx, dy) per keypoint, from the anchor centre in anchor sizes, then K
-    visibility logits, then J heatmap logits (``heatmap_groups``: the heatmap of each
-    keypoint, `detect.heads.keypoint_heatmap`; none without them).
+    """pred [B, A, 3K + S + J]: (dx, dy) per keypoint, from the anchor centre in anchor sizes, then
+    K visibility logits, then S = 1 handedness logit with ``handedness_pairs`` (else 0), then J
+    heatmap logits (``heatmap_groups``: the heatmap of each keypoint,
+    `detect.heads.keypoint_heatmap`; none without them).
 
     Losses (divided by the number of contributing positives, at least 1:
     `Matches.num_keypoint_positive`): ``loss_kpt`` (1 - OKS with per-keypoint ``sigmas`` and the
     matched box area as scale), ``loss_kpt_l1``
     (mean L1 distance of labelled keypoints divided by sqrt(area), times ``l1_weight``) and
-    ``loss_kpt_vis`` (BCE of "labelled" on every keypoint), and with heatmaps ``loss_kpt_heat``
+    ``loss_kpt_vis`` (BCE of "labelled" on every keypoint), with handedness ``loss_kpt_side``
+    (BCE of `handedness` on the objects it is known for; positions and visibilities are then
+    compared with the targets in image-left, image-right order), and with heatmaps ``loss_kpt_heat``
     (quality focal loss on the finest level, divided by the number of labelled keypoints,
     `Matches.num_labelled_keypoints`). With no contributing positive all are
     ``0 * pred.sum()``: zero, finite, and still connected to the graph.
@@ -41,9 +83,13 @@ class KeypointHead(Head):
 
     def __init__(self, in_channels: int, num_anchors: int, num_keypoints: int, tower: Tower | None,
                  coder: BoxCoder, sigmas: tuple[float, ...], l1_weight: float = 1.0,
-                 heatmap_groups: list[int] | None = None, prior_prob: float = 0.01) -> None:
+                 heatmap_groups: list[int] | None = None,
+                 handedness_pairs: tuple[tuple[int, int], ...] = (),
+                 prior_prob: float = 0.01) -> None:
         groups = heatmap_groups or []
-        super().__init__(in_channels, num_anchors, num_keypoints * 3 + len(set(groups)), tower)
+        sides = 1 if handedness_pairs else 0
+        super().__init__(in_channels, num_anchors, num_keypoints * 3 + sides + len(set(groups)),
+                         tower)
         if len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} sigmas for {num_keypoints} keypoints")
         if groups and (len(groups) != num_keypoints or num_anchors != 1):
@@ -51,13 +97,17 @@ class KeypointHead(Head):
                              f"location (got {len(groups)} groups, {num_anchors} anchors)")
         self.num_keypoints = num_keypoints
         self.num_heatmaps = len(set(groups))
+        self.num_sides = sides
         self.l1_weight = l1_weight
         self.coder = coder
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float32), persistent=False)
         self.register_buffer("groups", torch.tensor(groups, dtype=torch.int64), persistent=False)
+        self.register_buffer("pairs", torch.tensor(handedness_pairs, dtype=torch.int64).view(-1, 2),
+                             persistent=False)
+        self.register_buffer("swap", pair_swap(num_keypoints, handedness_pairs), persistent=False)
         with torch.no_grad():  # heatmaps start at a low probability everywhere, as focal logits
             bias = self.predictor.bias.view(num_anchors, -1)
-            bias[:, 3 * num_keypoints:] = -math.log((1 - prior_prob) / prior_prob)
+            bias[:, 3 * num_keypoints + sides:] = -math.log((1 - prior_prob) / prior_prob)
         # [C] bool: the classes whose detections carry keypoints (`set_classes`; default all)
         self.register_buffer("classes", torch.ones(0, dtype=torch.bool), persistent=False)
 
@@ -74,18 +124,22 @@ class KeypointHead(Head):
         keep = self.classes[labels.clamp(min=0)]  # [...]
         return keypoints * keep[..., None, None].to(keypoints.dtype)
 
-    def _split(self, pred: Tensor) -> tuple[Tensor, Tensor]:
+    def _split(self, pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """pred [..., 3K + S + J] -> offsets [..., K, 2], visibility logits [..., K], handedness
+        logits [..., S]."""
         k = self.num_keypoints
         offsets = pred[..., : 2 * k].unflatten(-1, (k, 2))  # [..., K, 2]
-        return offsets, pred[..., 2 * k:3 * k]  # [..., K]
+        return offsets, pred[..., 2 * k:3 * k], pred[..., 3 * k:3 * k + self.num_sides]
 
     def heatmaps(self, pred: Tensor, num_finest: int) -> Tensor:
         """[B, A_0, J] heatmap logits of the finest level's ``num_finest`` rows of ``pred``."""
-        return pred[:, :num_finest, 3 * self.num_keypoints:].float()
+        return pred[:, :num_finest, 3 * self.num_keypoints + self.num_sides:].float()
 
     def loss(self, pred: Tensor, matches: Matches) -> dict[str, Tensor]:
         zero = pred.sum() * 0.0
         empty = {"loss_kpt": zero, "loss_kpt_l1": zero, "loss_kpt_vis": zero}
+        if self.num_sides:
+            empty["loss_kpt_side"] = zero
         if self.num_heatmaps:
             empty["loss_kpt_heat"] = zero
         if matches.keypoints is None:
@@ -93,16 +147,23 @@ class KeypointHead(Head):
         use = matches.keypoint_positive  # [B, A]
         if not bool(use.any()):
             return empty
-        offsets, vis_logits = self._split(pred[use].float())  # [P, K, 2], [P, K]
+        offsets, vis_logits, side_logits = self._split(pred[use].float())  # [P, K, 2], [P, K], [P, S]
         anchors = matches.anchors.expand(use.shape[0], -1, -1)[use]  # [P, 4]
         xy = self.coder.decode_points(offsets, anchors)  # [P, K, 2]
         gt = matches.keypoints[use]  # [P, K, 3]
         areas = matches.areas[use]  # [P]
         n = matches.num_keypoint_positive  # over DDP ranks too
+        losses = {}
+        if self.num_sides:  # compare in image-left, image-right order; learn which side is left
+            mirrored, known = handedness(gt, self.pairs)  # [P], [P]
+            gt = swap_pairs(gt, self.swap, mirrored)
+            side = F.binary_cross_entropy_with_logits(side_logits[:, 0], mirrored.float(),
+                                                      reduction="none")  # [P]
+            losses["loss_kpt_side"] = (side * known).sum() / n
         l_oks = oks_loss(xy, gt, areas, self.sigmas).sum() / n
         l_vis = visibility_loss(vis_logits, gt[..., 2]).mean(-1).sum() / n
-        losses = {"loss_kpt": l_oks, "loss_kpt_l1": self.l1_weight * keypoint_l1(xy, gt, areas) / n,
-                  "loss_kpt_vis": l_vis}
+        losses |= {"loss_kpt": l_oks, "loss_kpt_l1": self.l1_weight * keypoint_l1(xy, gt, areas) / n,
+                   "loss_kpt_vis": l_vis}
         if self.num_heatmaps:
             heat = self._heatmap_loss(pred, matches) / matches.num_labelled_keypoints
             losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat
@@ -125,10 +186,14 @@ class KeypointHead(Head):
 
     def decode(self, pred: Tensor, anchors: Tensor) -> Tensor:
         """pred [..., 3K + J] and their anchors [..., 4] xyxy (broadcast) -> [..., K, 3]
-        keypoints (x, y, visibility probability)."""
-        offsets, vis_logits = self._split(pred.float())
+        keypoints (x, y, visibility probability); with handedness, each pair swapped back from
+        image-left, image-right order where the object's handedness logit is positive."""
+        offsets, vis_logits, side_logits = self._split(pred.float())
         xy = self.coder.decode_points(offsets, anchors)  # [..., K, 2]
-        return torch.cat([xy, vis_logits.sigmoid()[..., None]], dim=-1)
+        keypoints = torch.cat([xy, vis_logits.sigmoid()[..., None]], dim=-1)  # [..., K, 3]
+        if self.num_sides:
+            keypoints = swap_pairs(keypoints, self.swap, side_logits[..., 0] > 0)
+        return keypoints
 
     def refine(self, keypoints: Tensor, heat: Tensor, size: tuple[int, int],
                stride: float) -> Tensor:

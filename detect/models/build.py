@@ -86,6 +86,7 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
                              f"num_keypoints={h.num_keypoints}: set model.heads.num_keypoints and "
                              "model.heads.keypoint_sigmas to match")
         groups = joint_groups(num_keypoints, flip_pairs) if h.keypoint_heatmaps else None
+        pairs = flip_pairs if h.keypoint_handedness else ()
         heads["keypoints"] = KeypointHead(channels, per_loc, num_keypoints, tower(), coder, sigmas,
-                                          heatmap_groups=groups)
+                                          heatmap_groups=groups, handedness_pairs=pairs)
     return heads

@@ -6,6 +6,7 @@ from detect.box_coder import BoxCoder
 from detect.config import load_config
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
 from detect.heads.base import flatten_levels
+from detect.heads.keypoints import handedness, pair_swap, swap_pairs
 from detect.losses import COCO_PERSON_SIGMAS
 from detect.models.build import build_model
 from detect.models.detector import HeadOutputs
@@ -167,3 +168,46 @@ def test_keypoint_loss_is_zero_for_a_perfect_prediction():
     losses = head.loss(pred, matches)
     assert losses["loss_kpt"].item() == pytest.approx(0.0, abs=1e-6)
     assert losses["loss_kpt_l1"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_handedness_by_hand():
+    # keypoints 0 (unpaired), 1 = left, 2 = right: x_left - x_right decides, v = 0 does not count
+    gt = torch.tensor([[[5, 0, 2], [10, 0, 2], [0, 0, 2]],  # left on the image's right
+                       [[5, 0, 2], [0, 0, 2], [10, 0, 1]],  # left on the image's left
+                       [[5, 0, 2], [0, 0, 0], [10, 0, 2]]],  # the pair is not labelled on both
+                      dtype=torch.float32)
+    mirrored, known = handedness(gt, torch.tensor([[1, 2]]))
+    assert mirrored.tolist() == [True, False, False] and known.tolist() == [True, True, False]
+    swapped = swap_pairs(gt, pair_swap(3, ((1, 2),)), mirrored)
+    torch.testing.assert_close(swapped[0], gt[0, [0, 2, 1]])
+    torch.testing.assert_close(swapped[1:], gt[1:])
+    assert pair_swap(5, ((1, 2), (3, 4))).tolist() == [0, 2, 1, 4, 3]
+
+
+def _one_positive(keypoints: torch.Tensor, anchor: torch.Tensor):
+    from detect.structures import Matches
+    return Matches(anchors=anchor, matched=torch.zeros(1, 1, dtype=torch.int64),
+                   boxes=torch.tensor([[[0.0, 0.0, 100.0, 50.0]]]),
+                   labels=torch.zeros(1, 1, dtype=torch.int64), keypoints=keypoints[None],
+                   areas=torch.tensor([[5000.0]]), num_positive=torch.tensor(1.0),
+                   num_keypoint_positive=torch.tensor(1.0))
+
+
+def test_handedness_head_learns_image_order_and_decodes_back():
+    """A person facing the camera (left keypoints on the image's right): the head's perfect
+    prediction is the pairs in image-left, image-right order plus a positive handedness logit;
+    it has zero position loss, and decoding it gives the person's own keypoints back."""
+    head = KeypointHead(16, 1, 3, None, BoxCoder(), (0.05, 0.05, 0.05), handedness_pairs=((1, 2),))
+    assert head.num_sides == 1 and head.predictor.out_channels == 3 * 3 + 1
+    anchor = torch.tensor([[40.0, 10.0, 60.0, 30.0]])
+    image_order = torch.tensor([[0.0, -0.4, -0.3, 0.1, 0.3, 0.1]])  # keypoint 1 left of 2
+    xy = head.coder.decode_points(image_order.view(1, 3, 2), anchor)  # [1, K, 2]
+    person = torch.cat([xy[:, [0, 2, 1]], torch.full((1, 3, 1), 2.0)], -1)  # left on the right
+    for side, side_loss in ((20.0, 0.0), (-20.0, 20.0)):
+        pred = torch.cat([image_order, torch.full((1, 3), 20.0), torch.tensor([[side]])], -1)
+        losses = head.loss(pred[None], _one_positive(person, anchor))
+        assert losses["loss_kpt"].item() == pytest.approx(0.0, abs=1e-6)
+        assert losses["loss_kpt_l1"].item() == pytest.approx(0.0, abs=1e-6)
+        assert losses["loss_kpt_side"].item() == pytest.approx(side_loss, abs=1e-6)
+        decoded = head.decode(pred, anchor)[0]
+        torch.testing.assert_close(decoded[:, :2], person[0, :, :2] if side > 0 else xy[0])
