@@ -105,3 +105,30 @@ def test_graph_with_keypoint_heatmaps_equals_detect(tiny_model):
     assert kept.any()
     assert not any(torch.allclose(first.keypoints[i], raw[j]) for i in torch.nonzero(kept)[:, 0][:3]
                    for j in range(raw.shape[0]))
+
+
+def test_graph_with_keypoint_handedness_equals_detect(tiny_model):
+    """The handedness swap inside the graph, against eager detect(), with logits of both signs."""
+    from detect.models.build import build_model
+
+    torch.manual_seed(0)
+    base = Detector.from_config("configs/demo.yaml", tiny_model + [
+        f"data.image_size={SIZE}", "model.heads.keypoint_handedness=true"], categories=["a", "b", "c"])
+    pairs = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12))
+    det = Detector(build_model(base.cfg.model, 3, 13, None, pairs), base.cfg, base.categories,
+                   base.keypoints)
+    head = det.model.heads["keypoints"]
+    assert head.num_sides == 1
+    with torch.no_grad():  # handedness logits of both signs across anchors
+        head.predictor.weight[3 * 13] *= 100
+    params = replace(det.params, score_thresh=0.0, topk_per_level=20, max_detections=30)
+    graph = ExportGraph(det.model, SIZE, params, (5, 6, 9), "onnx")
+    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, _, _, num, kpts = graph(images)
+        out = det.model(images)
+    sides = out.preds["keypoints"][..., 3 * 13]
+    assert (sides > 0).any() and (sides < 0).any()
+    for b, d in enumerate(_eager(det, images, params)):
+        torch.testing.assert_close(kpts[b, :int(num[b])], d.keypoints)
