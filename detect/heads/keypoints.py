@@ -84,7 +84,7 @@ class KeypointHead(Head):
     def __init__(self, in_channels: int, num_anchors: int, num_keypoints: int, tower: Tower | None,
                  coder: BoxCoder, sigmas: tuple[float, ...], l1_weight: float = 1.0,
                  heatmap_groups: list[int] | None = None,
-                 handedness_pairs: tuple[tuple[int, int], ...] = (),
+                 handedness_pairs: tuple[tuple[int, int], ...] = (), side_weight: float = 1.0,
                  prior_prob: float = 0.01) -> None:
         groups = heatmap_groups or []
         sides = 1 if handedness_pairs else 0
@@ -98,7 +98,7 @@ class KeypointHead(Head):
         self.num_keypoints = num_keypoints
         self.num_heatmaps = len(set(groups))
         self.num_sides = sides
-        self.l1_weight = l1_weight
+        self.l1_weight, self.side_weight = l1_weight, side_weight
         self.coder = coder
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float32), persistent=False)
         self.register_buffer("groups", torch.tensor(groups, dtype=torch.int64), persistent=False)
@@ -159,7 +159,7 @@ class KeypointHead(Head):
             gt = swap_pairs(gt, self.swap, mirrored)
             side = F.binary_cross_entropy_with_logits(side_logits[:, 0], mirrored.float(),
                                                       reduction="none")  # [P]
-            losses["loss_kpt_side"] = (side * known).sum() / n
+            losses["loss_kpt_side"] = self.side_weight * (side * known).sum() / n
         l_oks = oks_loss(xy, gt, areas, self.sigmas).sum() / n
         l_vis = visibility_loss(vis_logits, gt[..., 2]).mean(-1).sum() / n
         losses |= {"loss_kpt": l_oks, "loss_kpt_l1": self.l1_weight * keypoint_l1(xy, gt, areas) / n,

@@ -88,5 +88,7 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
         groups = joint_groups(num_keypoints, flip_pairs) if h.keypoint_heatmaps else None
         pairs = flip_pairs if h.keypoint_handedness else ()
         heads["keypoints"] = KeypointHead(channels, per_loc, num_keypoints, tower(), coder, sigmas,
-                                          heatmap_groups=groups, handedness_pairs=pairs)
+                                          l1_weight=h.keypoint_l1_weight, heatmap_groups=groups,
+                                          handedness_pairs=pairs,
+                                          side_weight=h.keypoint_side_weight)
     return heads

@@ -73,6 +73,17 @@ def test_soft_nms_cannot_be_exported(det):
         ExportGraph(det.model, SIZE, replace(det.params, soft_nms_sigma=0.5), (1, 2, 3))
 
 
+def _graph_run(det: Detector) -> tuple:
+    """(params, images [2, 3, S, S], the graph's outputs, the eager network's outputs) with every
+    candidate kept (score threshold 0), categories (5, 6, 9) and ONNX NMS."""
+    params = replace(det.params, score_thresh=0.0, topk_per_level=20, max_detections=30)
+    graph = ExportGraph(det.model, SIZE, params, (5, 6, 9), "onnx")
+    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return params, images, graph(images), det.model(images)
+
+
 def test_graph_with_keypoint_heatmaps_equals_detect(tiny_model):
     """The heatmap refinement and the category mask inside the graph, against eager detect()."""
     torch.manual_seed(0)
@@ -86,13 +97,7 @@ def test_graph_with_keypoint_heatmaps_equals_detect(tiny_model):
     with torch.no_grad():  # strong, varied heatmaps so that refinement moves keypoints
         head.predictor.bias[3 * 13:] = 2.0
         head.predictor.weight[3 * 13:] *= 300
-    params = replace(det.params, score_thresh=0.0, topk_per_level=20, max_detections=30)
-    graph = ExportGraph(det.model, SIZE, params, (5, 6, 9), "onnx")
-    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        _, _, labels, num, kpts = graph(images)
-        out = det.model(images)
+    params, images, (_, _, labels, num, kpts), out = _graph_run(det)
     anchors = det.model.anchors(out.feature_sizes, torch.device("cpu"))
     for b, d in enumerate(_eager(det, images, params)):
         n = int(num[b])
@@ -121,13 +126,7 @@ def test_graph_with_keypoint_handedness_equals_detect(tiny_model):
     assert head.num_sides == 1
     with torch.no_grad():  # handedness logits of both signs across anchors
         head.predictor.weight[3 * 13] *= 100
-    params = replace(det.params, score_thresh=0.0, topk_per_level=20, max_detections=30)
-    graph = ExportGraph(det.model, SIZE, params, (5, 6, 9), "onnx")
-    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        _, _, _, num, kpts = graph(images)
-        out = det.model(images)
+    params, images, (_, _, _, num, kpts), out = _graph_run(det)
     sides = out.preds["keypoints"][..., 3 * 13]
     assert (sides > 0).any() and (sides < 0).any()
     for b, d in enumerate(_eager(det, images, params)):
