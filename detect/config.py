@@ -109,7 +109,7 @@ class HeadsConfig:
     # which side is its left (detect/heads/keypoints.py); needs the data's flip pairs
     keypoint_handedness: bool = False
     keypoint_l1_weight: float = 1.0  # weight of the L1 term beside 1 - OKS in the keypoint loss
-    keypoint_side_weight: float = 1.0  # weight of the handedness term in the keypoint loss
+    keypoint_side_weight: float = 2.0  # weight of the handedness term (docs/KEYPOINTS.md)
 
 
 @dataclass(frozen=True)
