@@ -211,3 +211,7 @@ def test_handedness_head_learns_image_order_and_decodes_back():
         assert losses["loss_kpt_side"].item() == pytest.approx(side_loss, abs=1e-6)
         decoded = head.decode(pred, anchor)[0]
         torch.testing.assert_close(decoded[:, :2], person[0, :, :2] if side > 0 else xy[0])
+    head.side_weight = 2.0  # model.heads.keypoint_side_weight scales the handedness term only
+    doubled = head.loss(pred[None], _one_positive(person, anchor))
+    assert doubled["loss_kpt_side"].item() == pytest.approx(2 * losses["loss_kpt_side"].item())
+    assert doubled["loss_kpt"].item() == pytest.approx(losses["loss_kpt"].item())
