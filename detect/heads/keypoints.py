@@ -147,7 +147,8 @@ class KeypointHead(Head):
         use = matches.keypoint_positive  # [B, A]
         if not bool(use.any()):
             return empty
-        offsets, vis_logits, side_logits = self._split(pred[use].float())  # [P, K, 2], [P, K], [P, S]
+        # [P, K, 2], [P, K], [P, S]
+        offsets, vis_logits, side_logits = self._split(pred[use].float())
         anchors = matches.anchors.expand(use.shape[0], -1, -1)[use]  # [P, 4]
         xy = self.coder.decode_points(offsets, anchors)  # [P, K, 2]
         gt = matches.keypoints[use]  # [P, K, 3]
@@ -162,8 +163,8 @@ class KeypointHead(Head):
             losses["loss_kpt_side"] = self.side_weight * (side * known).sum() / n
         l_oks = oks_loss(xy, gt, areas, self.sigmas).sum() / n
         l_vis = visibility_loss(vis_logits, gt[..., 2]).mean(-1).sum() / n
-        losses |= {"loss_kpt": l_oks, "loss_kpt_l1": self.l1_weight * keypoint_l1(xy, gt, areas) / n,
-                   "loss_kpt_vis": l_vis}
+        l_l1 = self.l1_weight * keypoint_l1(xy, gt, areas) / n
+        losses |= {"loss_kpt": l_oks, "loss_kpt_l1": l_l1, "loss_kpt_vis": l_vis}
         if self.num_heatmaps:
             heat = self._heatmap_loss(pred, matches) / matches.num_labelled_keypoints
             losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat
@@ -185,7 +186,7 @@ class KeypointHead(Head):
         return quality_focal_loss(logits, targets).sum()
 
     def decode(self, pred: Tensor, anchors: Tensor) -> Tensor:
-        """pred [..., 3K + J] and their anchors [..., 4] xyxy (broadcast) -> [..., K, 3]
+        """pred [..., 3K + S + J] and their anchors [..., 4] xyxy (broadcast) -> [..., K, 3]
         keypoints (x, y, visibility probability); with handedness, each pair swapped back from
         image-left, image-right order where the object's handedness logit is positive."""
         offsets, vis_logits, side_logits = self._split(pred.float())
