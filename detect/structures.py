@@ -12,6 +12,7 @@ Conventions used everywhere in `detect`:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -65,6 +66,15 @@ class Target:
     def to_original(self, boxes: Tensor) -> Tensor:
         """Map [..., 4] xyxy boxes from transformed to original pixels."""
         return map_to_original(boxes, self.scale, self.offset)
+
+
+def partner_index(num_keypoints: int, pairs: Sequence[tuple[int, int]]) -> list[int]:
+    """Per keypoint, the index of its left/right partner in ``pairs`` (its own when unpaired):
+    indexing keypoints with it swaps every pair (a mirrored image, a mirrored person)."""
+    order = list(range(num_keypoints))
+    for left, right in pairs:
+        order[left], order[right] = right, left
+    return order
 
 
 def map_to_original(xy: Tensor, scale: float, offset: tuple[float, float]) -> Tensor:

@@ -18,6 +18,8 @@ import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 
+from detect.structures import partner_index
+
 PAD_VALUE = 114
 MIN_BOX_SIDE = 1.0  # pixels; smaller boxes are dropped after a transform
 
@@ -69,10 +71,7 @@ def hflip(sample: Sample, flip_pairs: tuple[tuple[int, int], ...]) -> Sample:
     if kpts is not None:
         kpts = kpts.copy()
         kpts[..., 0] = np.where(kpts[..., 2] > 0, w - kpts[..., 0], 0.0)
-        order = np.arange(kpts.shape[1])
-        for a, b in flip_pairs:
-            order[a], order[b] = b, a
-        kpts = kpts[:, order]
+        kpts = kpts[:, partner_index(kpts.shape[1], flip_pairs)]
     return replace(sample, image=image, boxes=boxes, keypoints=kpts, ignore_boxes=ignore)
 
 

@@ -28,7 +28,7 @@ from detect.box_coder import BoxCoder
 from detect.heads.base import Head, Tower
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
-from detect.structures import Matches
+from detect.structures import Matches, partner_index
 
 
 def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,17 +47,9 @@ def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
     return spread > 0, spread != 0
 
 
-def pair_swap(num_keypoints: int, pairs: tuple[tuple[int, int], ...]) -> Tensor:
-    """[K] int64: the index of each keypoint's partner (its own for unpaired ones)."""
-    perm = list(range(num_keypoints))
-    for left, right in pairs:
-        perm[left], perm[right] = right, left
-    return torch.tensor(perm, dtype=torch.int64)
-
-
 def swap_pairs(x: Tensor, swap: Tensor, where: Tensor) -> Tensor:
     """``x`` [..., K, D] with every keypoint exchanged with its partner (``swap`` [K], from
-    `pair_swap`) in the rows where ``where`` [...] is True."""
+    `detect.structures.partner_index`) in the rows where ``where`` [...] is True."""
     return torch.where(where[..., None, None], x[..., swap, :], x)
 
 
@@ -104,7 +96,8 @@ class KeypointHead(Head):
         self.register_buffer("groups", torch.tensor(groups, dtype=torch.int64), persistent=False)
         self.register_buffer("pairs", torch.tensor(handedness_pairs, dtype=torch.int64).view(-1, 2),
                              persistent=False)
-        self.register_buffer("swap", pair_swap(num_keypoints, handedness_pairs), persistent=False)
+        swap = torch.tensor(partner_index(num_keypoints, handedness_pairs), dtype=torch.int64)
+        self.register_buffer("swap", swap, persistent=False)
         with torch.no_grad():  # heatmaps start at a low probability everywhere, as focal logits
             bias = self.predictor.bias.view(num_anchors, -1)
             bias[:, 3 * num_keypoints + sides:] = -math.log((1 - prior_prob) / prior_prob)

@@ -26,6 +26,15 @@ def _two_categories(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _demo_config(root: Path, train: Path, val: Path, *overrides: str):
+    """configs/demo.yaml on the synthetic images under ``root`` with the annotation files
+    ``train`` and ``val``, at 128 px, evaluated only when asked; ``overrides`` on top."""
+    return load_config("configs/demo.yaml", [
+        f"data.train.images={root / 'train'}", f"data.train.annotations=[{train}]",
+        f"data.val.images={root / 'val'}", f"data.val.annotations=[{val}]",
+        "data.image_size=128", "train.eval_every=0", *overrides])
+
+
 @pytest.fixture(scope="module")
 def run(tiny_synthetic, tiny_model, tmp_path_factory) -> Path:
     """Two training steps of the tiny model on persons and circles; a low score threshold so
@@ -33,11 +42,8 @@ def run(tiny_synthetic, tiny_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("two_categories")
     train = _two_categories(tiny_synthetic / "annotations/train.json", out / "train.json")
     val = _two_categories(tiny_synthetic / "annotations/val.json", out / "val.json")
-    cfg = load_config("configs/demo.yaml", [
-        f"data.train.images={tiny_synthetic / 'train'}", f"data.train.annotations=[{train}]",
-        f"data.val.images={tiny_synthetic / 'val'}", f"data.val.annotations=[{val}]",
-        "data.image_size=128", "train.max_steps=2", "train.batch_size=4", "train.eval_every=0",
-        "postprocess.score_thresh=0.0", *tiny_model])
+    cfg = _demo_config(tiny_synthetic, train, val, "train.max_steps=2", "train.batch_size=4",
+                       "postprocess.score_thresh=0.0", *tiny_model)
     Trainer(cfg, out, device="cpu", show_progress=False).train()
     return out
 
@@ -127,11 +133,8 @@ def test_demo_config_on_a_box_only_dataset_trains_boxes(tiny_synthetic, tiny_mod
 
     train = strip(tiny_synthetic / "annotations/train.json", tmp_path / "train.json")
     val = strip(tiny_synthetic / "annotations/val.json", tmp_path / "val.json")
-    cfg = load_config("configs/demo.yaml", [
-        f"data.train.images={tiny_synthetic / 'train'}", f"data.train.annotations=[{train}]",
-        f"data.val.images={tiny_synthetic / 'val'}", f"data.val.annotations=[{val}]",
-        "data.image_size=128", "train.max_steps=1", "train.batch_size=2", "train.eval_every=0",
-        *tiny_model])
+    cfg = _demo_config(tiny_synthetic, train, val, "train.max_steps=1", "train.batch_size=2",
+                       *tiny_model)
     trainer = Trainer(cfg, tmp_path / "run", device="cpu", show_progress=False)
     assert "no keypoints" in capsys.readouterr().out
     assert set(trainer.model.heads) == {"cls", "box"} and trainer.cfg.train.heads == ("cls", "box")

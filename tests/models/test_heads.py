@@ -6,12 +6,12 @@ from detect.box_coder import BoxCoder
 from detect.config import load_config
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
 from detect.heads.base import flatten_levels
-from detect.heads.keypoints import handedness, pair_swap, swap_pairs
+from detect.heads.keypoints import handedness, swap_pairs
 from detect.losses import COCO_PERSON_SIGMAS
 from detect.models.build import build_model
 from detect.models.detector import HeadOutputs
 from detect.nms import postprocess
-from detect.structures import Target
+from detect.structures import Matches, Target, partner_index
 
 LEVELS = [(8, 8), (4, 4), (2, 2)]
 
@@ -151,19 +151,22 @@ def test_keypoints_decode_relative_to_their_anchor():
     torch.testing.assert_close(head.decode(pred, anchor), expected)
 
 
+def _one_positive(keypoints: torch.Tensor, anchor: torch.Tensor) -> Matches:
+    """One image, one anchor matched to one 100 x 50 object (area 5000) with ``keypoints``
+    [1, K, 3]."""
+    return Matches(anchors=anchor, matched=torch.zeros(1, 1, dtype=torch.int64),
+                   boxes=torch.tensor([[[0.0, 0.0, 100.0, 50.0]]]),
+                   labels=torch.zeros(1, 1, dtype=torch.int64), keypoints=keypoints[None],
+                   areas=torch.tensor([[5000.0]]), num_positive=torch.tensor(1.0),
+                   num_keypoint_positive=torch.tensor(1.0))
+
+
 def test_keypoint_loss_is_zero_for_a_perfect_prediction():
     head = KeypointHead(16, 1, 2, None, BoxCoder(), (0.05, 0.05))
-    gt_box = torch.tensor([[0.0, 0.0, 100.0, 50.0]])
     anchor = torch.tensor([[40.0, 10.0, 60.0, 30.0]])
     offsets = torch.tensor([[0.1, 0.2, -0.3, 0.4]])
     gt_xy = head.coder.decode_points(offsets.view(1, 2, 2), anchor)  # [1, K, 2]
-    from detect.structures import Matches
-    matches = Matches(anchors=anchor, matched=torch.zeros(1, 1, dtype=torch.int64),
-                      boxes=gt_box[None],
-                      labels=torch.zeros(1, 1, dtype=torch.int64),
-                      keypoints=torch.cat([gt_xy, torch.full((1, 2, 1), 2.0)], -1)[None],
-                      areas=torch.tensor([[5000.0]]), num_positive=torch.tensor(1.0),
-                      num_keypoint_positive=torch.tensor(1.0))
+    matches = _one_positive(torch.cat([gt_xy, torch.full((1, 2, 1), 2.0)], -1), anchor)
     pred = torch.cat([offsets, torch.full((1, 2), 20.0)], -1)[None]  # [1, 1, 6], confident
     losses = head.loss(pred, matches)
     assert losses["loss_kpt"].item() == pytest.approx(0.0, abs=1e-6)
@@ -178,19 +181,10 @@ def test_handedness_by_hand():
                       dtype=torch.float32)
     mirrored, known = handedness(gt, torch.tensor([[1, 2]]))
     assert mirrored.tolist() == [True, False, False] and known.tolist() == [True, True, False]
-    swapped = swap_pairs(gt, pair_swap(3, ((1, 2),)), mirrored)
+    swapped = swap_pairs(gt, torch.tensor(partner_index(3, ((1, 2),))), mirrored)
     torch.testing.assert_close(swapped[0], gt[0, [0, 2, 1]])
     torch.testing.assert_close(swapped[1:], gt[1:])
-    assert pair_swap(5, ((1, 2), (3, 4))).tolist() == [0, 2, 1, 4, 3]
-
-
-def _one_positive(keypoints: torch.Tensor, anchor: torch.Tensor):
-    from detect.structures import Matches
-    return Matches(anchors=anchor, matched=torch.zeros(1, 1, dtype=torch.int64),
-                   boxes=torch.tensor([[[0.0, 0.0, 100.0, 50.0]]]),
-                   labels=torch.zeros(1, 1, dtype=torch.int64), keypoints=keypoints[None],
-                   areas=torch.tensor([[5000.0]]), num_positive=torch.tensor(1.0),
-                   num_keypoint_positive=torch.tensor(1.0))
+    assert partner_index(5, ((1, 2), (3, 4))) == [0, 2, 1, 4, 3]
 
 
 def test_handedness_head_learns_image_order_and_decodes_back():
