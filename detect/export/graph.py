@@ -207,13 +207,11 @@ class ExportGraph(nn.Module):
         return kept.view_as(values) > 0
 
     def _keypoints(self, pred: Tensor, anchor_idx: Tensor, labels: Tensor) -> Tensor:
-        """Decode keypoints of the detections only (refined on the heatmaps), zeros for classes
-        without keypoints: pred [B, A, 3K + J], anchor_idx [B, D], labels [B, D] (contiguous)
-        -> [B, D, K, 3]."""
+        """Decode keypoints of the detections only (refined on the finest level's maps), zeros for
+        classes without keypoints: pred [B, A, 3K + S + J + 2F], anchor_idx [B, D], labels
+        [B, D] (contiguous) -> [B, D, K, 3]."""
         head = self.model.heads["keypoints"]
-        kpts = head.decode(_gather(pred, anchor_idx), self.anchors[anchor_idx])
-        if head.num_heatmaps:  # snapped onto the finest level's heatmaps
-            heat = head.heatmaps(pred, self.per_level[0])  # [B, H_0 * W_0, J]
-            kpts = head.refine(kpts, heat, self.feature_sizes[0],
-                               self.model.anchor_generator.strides[0])
+        maps = head.maps(pred, self.per_level[0]) if head.refines else None  # [B, H_0 * W_0, .]
+        kpts = head.decode(_gather(pred, anchor_idx), self.anchors[anchor_idx], maps,
+                           self.feature_sizes[0], self.model.anchor_generator.strides[0])
         return head.mask_detections(kpts, labels)

@@ -26,9 +26,12 @@ from torch import Tensor
 
 from detect.box_coder import BoxCoder
 from detect.heads.base import Head, Tower
+from detect.heads.keypoint_field import field_targets, refine_with_field
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
 from detect.structures import Matches, partner_index
+
+SIDE_RADIUS = 2.0  # cells: the dense handedness map is trained this close to a labelled keypoint
 
 
 def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
@@ -45,6 +48,27 @@ def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
     both = (left[..., 2] > 0) & (right[..., 2] > 0)  # [P, Q]
     spread = ((left[..., 0] - right[..., 0]) * both).sum(-1)  # [P]
     return spread > 0, spread != 0
+
+
+def side_targets(centres: Tensor, keypoints: Tensor, pairs: Tensor, stride: float,
+                 radius: float) -> tuple[Tensor, Tensor]:
+    """One image's dense handedness targets: per cell, the `handedness` of the object whose
+    labelled keypoint is nearest, for the cells within ``radius`` cells of one (of an object
+    whose handedness is known).
+
+    Args:
+        centres: [M, 2] cell centres (pixels); keypoints: [N, K, 3]; pairs: [Q, 2].
+    Returns:
+        (mirrored [M] float, trained [M] bool).
+    """
+    mirrored, known = handedness(keypoints, pairs)  # [N], [N]
+    use = (keypoints[..., 2] > 0) & known[:, None]  # [N, K]
+    if not bool(use.any()):
+        return centres.new_zeros(len(centres)), centres.new_zeros(len(centres)).bool()
+    d2 = (centres[:, None, None] - keypoints[None, ..., :2]).pow(2).sum(-1) / stride ** 2
+    nearest = d2.masked_fill(~use[None], float("inf")).flatten(1).min(1)  # over [N * K]
+    owner = torch.div(nearest.indices, keypoints.shape[1], rounding_mode="floor")  # [M]
+    return mirrored[owner].to(centres.dtype), nearest.values <= radius ** 2
 
 
 def swap_pairs(x: Tensor, swap: Tensor, where: Tensor) -> Tensor:
@@ -77,30 +101,36 @@ class KeypointHead(Head):
                  coder: BoxCoder, sigmas: tuple[float, ...], l1_weight: float = 1.0,
                  heatmap_groups: list[int] | None = None,
                  handedness_pairs: tuple[tuple[int, int], ...] = (), side_weight: float = 1.0,
-                 prior_prob: float = 0.01) -> None:
-        groups = heatmap_groups or []
+                 field_groups: list[int] | None = None, field_weight: float = 1.0,
+                 dense_side: bool = False, prior_prob: float = 0.01) -> None:
+        groups, fields = heatmap_groups or [], field_groups or []
         sides = 1 if handedness_pairs else 0
-        super().__init__(in_channels, num_anchors, num_keypoints * 3 + sides + len(set(groups)),
-                         tower)
+        super().__init__(in_channels, num_anchors,
+                         num_keypoints * 3 + sides + len(set(groups)) + 2 * len(set(fields)), tower)
         if len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} sigmas for {num_keypoints} keypoints")
-        if groups and (len(groups) != num_keypoints or num_anchors != 1):
-            raise ValueError("keypoint heatmaps need one group per keypoint and one anchor per "
-                             f"location (got {len(groups)} groups, {num_anchors} anchors)")
+        for what, g in (("heatmaps", groups), ("offset fields", fields)):
+            if g and (len(g) != num_keypoints or num_anchors != 1):
+                raise ValueError(f"keypoint {what} need one group per keypoint and one anchor per "
+                                 f"location (got {len(g)} groups, {num_anchors} anchors)")
         self.num_keypoints = num_keypoints
-        self.num_heatmaps = len(set(groups))
+        self.num_heatmaps, self.num_fields = len(set(groups)), len(set(fields))
         self.num_sides = sides
-        self.l1_weight, self.side_weight = l1_weight, side_weight
+        self.l1_weight, self.side_weight, self.field_weight = l1_weight, side_weight, field_weight
+        self.dense_side = dense_side and bool(sides)
         self.coder = coder
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float32), persistent=False)
         self.register_buffer("groups", torch.tensor(groups, dtype=torch.int64), persistent=False)
+        self.register_buffer("field_groups", torch.tensor(fields, dtype=torch.int64),
+                             persistent=False)
         self.register_buffer("pairs", torch.tensor(handedness_pairs, dtype=torch.int64).view(-1, 2),
                              persistent=False)
         swap = torch.tensor(partner_index(num_keypoints, handedness_pairs), dtype=torch.int64)
         self.register_buffer("swap", swap, persistent=False)
         with torch.no_grad():  # heatmaps start at a low probability everywhere, as focal logits
             bias = self.predictor.bias.view(num_anchors, -1)
-            bias[:, 3 * num_keypoints + sides:] = -math.log((1 - prior_prob) / prior_prob)
+            heat = slice(3 * num_keypoints + sides, 3 * num_keypoints + sides + self.num_heatmaps)
+            bias[:, heat] = -math.log((1 - prior_prob) / prior_prob)
         # [C] bool: the classes whose detections carry keypoints (`set_classes`; default all)
         self.register_buffer("classes", torch.ones(0, dtype=torch.bool), persistent=False)
 
@@ -124,9 +154,20 @@ class KeypointHead(Head):
         offsets = pred[..., : 2 * k].unflatten(-1, (k, 2))  # [..., K, 2]
         return offsets, pred[..., 2 * k:3 * k], pred[..., 3 * k:3 * k + self.num_sides]
 
-    def heatmaps(self, pred: Tensor, num_finest: int) -> Tensor:
-        """[B, A_0, J] heatmap logits of the finest level's ``num_finest`` rows of ``pred``."""
+    @property
+    def refines(self) -> bool:
+        """Whether decoded keypoints are refined on the finest level's maps (`refine`)."""
+        return bool(self.num_heatmaps or self.num_fields)
+
+    def maps(self, pred: Tensor, num_finest: int) -> Tensor:
+        """[B, A_0, J + 2F] heatmap logits and offset fields of the finest level's
+        ``num_finest`` rows of ``pred`` (what `refine` reads)."""
         return pred[:, :num_finest, 3 * self.num_keypoints + self.num_sides:].float()
+
+    def _split_maps(self, maps: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, M, J + 2F] -> heatmap logits [B, M, J], offset fields [B, M, F, 2]."""
+        j = self.num_heatmaps
+        return maps[..., :j], maps[..., j:].unflatten(-1, (self.num_fields, 2))
 
     def loss(self, pred: Tensor, matches: Matches) -> dict[str, Tensor]:
         zero = pred.sum() * 0.0
@@ -135,6 +176,10 @@ class KeypointHead(Head):
             empty["loss_kpt_side"] = zero
         if self.num_heatmaps:
             empty["loss_kpt_heat"] = zero
+        if self.num_fields:
+            empty["loss_kpt_field"] = zero
+        if self.dense_side:
+            empty["loss_kpt_side_map"] = zero
         if matches.keypoints is None:
             return empty
         use = matches.keypoint_positive  # [B, A]
@@ -158,19 +203,62 @@ class KeypointHead(Head):
         l_vis = visibility_loss(vis_logits, gt[..., 2]).mean(-1).sum() / n
         l_l1 = self.l1_weight * keypoint_l1(xy, gt, areas) / n
         losses |= {"loss_kpt": l_oks, "loss_kpt_l1": l_l1, "loss_kpt_vis": l_vis}
+        if self.num_heatmaps or self.num_fields or self.dense_side:
+            m = matches.num_anchors_per_level[0]
+            heat, field = self._split_maps(self.maps(pred, m))  # [B, M, J], [B, M, F, 2]
+            anchors = matches.anchors[:m]  # [M, 4]: one per cell
+            centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # [M, 2]
+            stride = float(centres[1, 0] - centres[0, 0]) if m > 1 else 1.0
+        if self.dense_side:
+            losses["loss_kpt_side_map"] = self.side_weight * self._side_map_loss(
+                pred[:, :m, 3 * self.num_keypoints].float(), matches, centres, stride)
         if self.num_heatmaps:
-            heat = self._heatmap_loss(pred, matches) / matches.num_labelled_keypoints
-            losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat
+            heat_loss = self._heatmap_loss(heat, matches, centres, stride)
+            losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat_loss / matches.num_labelled_keypoints
+        if self.num_fields:
+            losses["loss_kpt_field"] = self.field_weight * self._field_loss(field, matches,
+                                                                            centres, stride)
         return losses
 
-    def _heatmap_loss(self, pred: Tensor, matches: Matches) -> Tensor:
-        """Quality focal loss of the finest level's heatmaps against Gaussians at every labelled
-        keypoint of the batch (`heatmap_targets`), summed."""
-        m = matches.num_anchors_per_level[0]
-        anchors = matches.anchors[:m]  # [M, 4]: one per cell
-        centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # [M, 2]
-        stride = float(centres[1, 0] - centres[0, 0]) if m > 1 else 1.0
-        logits = self.heatmaps(pred, m)  # [B, M, J]
+    def _image_order(self, keypoints: Tensor) -> Tensor:
+        """Ground truth [N, K, 3] with each pair in image-left, image-right order where
+        handedness is on (what the head regresses and refines); unchanged otherwise."""
+        if not self.num_sides:
+            return keypoints
+        return swap_pairs(keypoints, self.swap, handedness(keypoints, self.pairs)[0])
+
+    def _side_map_loss(self, logits: Tensor, matches: Matches, centres: Tensor,
+                       stride: float) -> Tensor:
+        """Mean BCE of the finest level's handedness logits [B, M] on the cells near a labelled
+        keypoint (`side_targets`, within `SIDE_RADIUS` cells)."""
+        none = centres.new_zeros(0, self.num_keypoints, 3)
+        targets, trained = zip(*[
+            side_targets(centres, none if t.keypoints is None else t.keypoints.to(centres),
+                         self.pairs, stride, SIDE_RADIUS)
+            for t in matches.targets])
+        mask = torch.stack(trained)  # [B, M]
+        bce = F.binary_cross_entropy_with_logits(logits, torch.stack(targets), reduction="none")
+        return (bce * mask).sum() / mask.sum().clamp(min=1)
+
+    def _field_loss(self, field: Tensor, matches: Matches, centres: Tensor,
+                    stride: float) -> Tensor:
+        """Mean L1 (cells) of the finest level's offset fields ``field`` [B, M, F, 2] over the
+        cells within reach of a labelled joint of their type (`field_targets`)."""
+        none = centres.new_zeros(0, self.num_keypoints, 3)
+        targets, trained = zip(*[
+            field_targets(centres, self._image_order(
+                none if t.keypoints is None else t.keypoints.to(centres)),
+                self.field_groups, self.num_fields, stride)
+            for t in matches.targets])
+        mask = torch.stack(trained)  # [B, M, F]
+        error = (field - torch.stack(targets)).abs().sum(-1)  # [B, M, F]
+        return (error * mask).sum() / mask.sum().clamp(min=1)
+
+    def _heatmap_loss(self, logits: Tensor, matches: Matches, centres: Tensor,
+                      stride: float) -> Tensor:
+        """Quality focal loss of the finest level's heatmap logits [B, M, J] against Gaussians
+        at every labelled keypoint of the batch (`heatmap_targets`), summed."""
+        m = len(centres)
         targets = torch.stack([
             heatmap_targets(centres, t.keypoints.to(centres), t.areas.to(centres), self.sigmas,
                             self.groups, self.num_heatmaps, stride)
@@ -178,21 +266,33 @@ class KeypointHead(Head):
             for t in matches.targets])  # [B, M, J]
         return quality_focal_loss(logits, targets).sum()
 
-    def decode(self, pred: Tensor, anchors: Tensor) -> Tensor:
-        """pred [..., 3K + S + J] and their anchors [..., 4] xyxy (broadcast) -> [..., K, 3]
-        keypoints (x, y, visibility probability); with handedness, each pair swapped back from
-        image-left, image-right order where the object's handedness logit is positive."""
+    def decode(self, pred: Tensor, anchors: Tensor, maps: Tensor | None = None,
+               size: tuple[int, int] = (0, 0), stride: float = 1.0) -> Tensor:
+        """pred [..., 3K + S + J + 2F] and their anchors [..., 4] xyxy (broadcast) -> [..., K, 3]
+        keypoints (x, y, visibility probability).
+
+        With ``maps`` (`maps` of the finest level, size (H, W) and stride; pred and anchors then
+        [B, N, ...], maps [B, H * W, J + 2F]), refined on them (`refine`); then, with
+        handedness, each pair swapped back from image-left, image-right order where the object's
+        handedness logit is positive."""
         offsets, vis_logits, side_logits = self._split(pred.float())
         xy = self.coder.decode_points(offsets, anchors)  # [..., K, 2]
         keypoints = torch.cat([xy, vis_logits.sigmoid()[..., None]], dim=-1)  # [..., K, 3]
+        if maps is not None:
+            keypoints = self.refine(keypoints, maps, size, stride)
         if self.num_sides:
             keypoints = swap_pairs(keypoints, self.swap, side_logits[..., 0] > 0)
         return keypoints
 
-    def refine(self, keypoints: Tensor, heat: Tensor, size: tuple[int, int],
+    def refine(self, keypoints: Tensor, maps: Tensor, size: tuple[int, int],
                stride: float) -> Tensor:
-        """``keypoints`` [B, N, K, 3] snapped onto the finest level's heatmaps ``heat``
-        [B, H * W, J] (`refine_keypoints`); unchanged when the head has no heatmaps."""
-        if not self.num_heatmaps:
-            return keypoints
-        return refine_keypoints(keypoints, heat, self.groups, size, stride)
+        """``keypoints`` [B, N, K, 3] (in image-left, image-right order with handedness) snapped
+        onto the finest level's heatmaps (`refine_keypoints`), then walked along its offset
+        fields (`refine_with_field`); ``maps`` [B, H * W, J + 2F] from `maps`. Unchanged when
+        the head has neither."""
+        heat, field = self._split_maps(maps)
+        if self.num_heatmaps:
+            keypoints = refine_keypoints(keypoints, heat, self.groups, size, stride)
+        if self.num_fields:
+            keypoints = refine_with_field(keypoints, field, self.field_groups, size, stride)
+        return keypoints

@@ -86,9 +86,16 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
                              f"num_keypoints={h.num_keypoints}: set model.heads.num_keypoints and "
                              "model.heads.keypoint_sigmas to match")
         groups = joint_groups(num_keypoints, flip_pairs) if h.keypoint_heatmaps else None
+        # with handedness, pairs are refined in image-left, image-right order: a field per keypoint;
+        # without, a pair's two keypoints (either may be the image-left one) share a field
+        fields = (joint_groups(num_keypoints, () if h.keypoint_handedness else flip_pairs)
+                  if h.keypoint_field else None)
         pairs = flip_pairs if h.keypoint_handedness else ()
         heads["keypoints"] = KeypointHead(channels, per_loc, num_keypoints, tower(), coder, sigmas,
                                           l1_weight=h.keypoint_l1_weight, heatmap_groups=groups,
                                           handedness_pairs=pairs,
-                                          side_weight=h.keypoint_side_weight)
+                                          side_weight=h.keypoint_side_weight,
+                                          field_groups=fields,
+                                          field_weight=h.keypoint_field_weight,
+                                          dense_side=h.keypoint_dense_side)
     return heads

@@ -86,8 +86,8 @@ class MultiHeadDetector(nn.Module):
         """Decode every head and post-process into per-image detections (transformed pixels).
 
         Scores are decoded everywhere (the top-k needs them); boxes only for the pre-NMS
-        candidates and keypoints only for the final detections (refined on the heatmaps, and
-        zeros for classes without keypoints, `KeypointHead.set_classes`).
+        candidates and keypoints only for the final detections (refined on the finest level's
+        maps, and zeros for classes without keypoints, `KeypointHead.set_classes`).
         """
         device = out.preds["cls"].device
         anchors = self.anchors(out.feature_sizes, device)  # [A, 4]
@@ -101,12 +101,13 @@ class MultiHeadDetector(nn.Module):
         if "keypoints" in self.heads:
             kpt_head, kpt_pred = self.heads["keypoints"], out.preds["keypoints"]
             finest = self.anchor_generator.num_anchors_per_level(out.feature_sizes)[0]
-            heat = kpt_head.heatmaps(kpt_pred, finest)  # [B, H_0 * W_0, J]
+            maps = kpt_head.maps(kpt_pred, finest) if kpt_head.refines else None  # [B, H_0 W_0, .]
             stride = self.anchor_generator.strides[0]
 
             def keypoints_of(b: int, idx: Tensor, labels: Tensor) -> Tensor:
-                kpts = kpt_head.decode(kpt_pred[b, idx], anchors[idx])  # [N, K, 3]
-                kpts = kpt_head.refine(kpts[None], heat[b:b + 1], out.feature_sizes[0], stride)[0]
+                kpts = kpt_head.decode(kpt_pred[b, idx][None], anchors[idx][None],
+                                       None if maps is None else maps[b:b + 1],
+                                       out.feature_sizes[0], stride)[0]  # [N, K, 3]
                 return kpt_head.mask_detections(kpts, labels)
 
         return postprocess_lazy(

@@ -84,19 +84,23 @@ def _graph_run(det: Detector) -> tuple:
         return params, images, graph(images), det.model(images)
 
 
-def test_graph_with_keypoint_heatmaps_equals_detect(tiny_model):
-    """The heatmap refinement and the category mask inside the graph, against eager detect()."""
+@pytest.mark.parametrize("option", ["keypoint_heatmaps", "keypoint_field"])
+def test_graph_with_keypoint_refinement_equals_detect(tiny_model, option):
+    """The heatmap or offset-field refinement and the category mask inside the graph, against
+    eager detect()."""
     torch.manual_seed(0)
     det = Detector.from_config("configs/demo.yaml", tiny_model + [
-        f"data.image_size={SIZE}", "model.heads.keypoint_heatmaps=true",
+        f"data.image_size={SIZE}", f"model.heads.{option}=true",
         "model.matcher.kind=atss", "model.anchors.ratios=[1.0]", "model.anchors.scales=[1.0]"],
         categories=["a", "b", "c"])
     head = det.model.heads["keypoints"]
-    assert head.num_heatmaps == 13
+    assert (head.num_heatmaps, head.num_fields) == ((13, 0) if option == "keypoint_heatmaps"
+                                                     else (0, 13))
     head.set_classes(torch.tensor([True, False, True]))
-    with torch.no_grad():  # strong, varied heatmaps so that refinement moves keypoints
-        head.predictor.bias[3 * 13:] = 2.0
-        head.predictor.weight[3 * 13:] *= 300
+    start = 3 * 13 + head.num_sides
+    with torch.no_grad():  # strong, varied maps so that refinement moves keypoints
+        head.predictor.bias[start:] = 2.0
+        head.predictor.weight[start:] *= 300
     params, images, (_, _, labels, num, kpts), out = _graph_run(det)
     anchors = det.model.anchors(out.feature_sizes, torch.device("cpu"))
     for b, d in enumerate(_eager(det, images, params)):

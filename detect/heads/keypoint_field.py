@@ -1,0 +1,73 @@
+"""A short-range offset field on the finest FPN level, and the refinement that walks regressed
+keypoints along it onto their joints (PersonLab's short-range offsets, Papandreou et al. 2018).
+
+A regressed keypoint must come from one feature vector at the object's anchor, so it lands near
+its joint but rarely on it (for the limbs' ends most of all). Where a joint lies relative to a
+place a few cells away is local evidence a convolution sees at every position, and every cell
+near a labelled keypoint trains it densely. The keypoint head predicts ``2J`` more values per
+anchor; on the finest level (stride ``s``, one anchor per location) they form, per joint *type*
+``j``, the offset (in cells) from each cell's centre to the nearest joint of that type, trained
+on the cells within ``FIELD_RADIUS`` cells of one (L1). A left/right pair shares a type: which
+side a joint is on is the regression's call (and handedness's), which a local field cannot make.
+
+Refinement, per keypoint and ``FIELD_STEPS`` times: read the field of its type at the cell that
+contains it and move to that cell's centre plus the offset (at most ``FIELD_RADIUS`` cells).
+Pure tensor functions; batched for the exported graph.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+FIELD_RADIUS = 4.0  # cells: trained within this distance of a joint; the longest step taken
+FIELD_STEPS = 2  # refinement steps: the first lands near the joint, the second on it
+
+
+def field_targets(centres: Tensor, keypoints: Tensor, groups: Tensor, num_groups: int,
+                  stride: float) -> tuple[Tensor, Tensor]:
+    """One image's field targets: per cell and joint type, the offset to the nearest labelled
+    joint of that type, and whether it is within ``FIELD_RADIUS`` cells.
+
+    Args:
+        centres: [M, 2] cell centres (pixels) of the finest level.
+        keypoints: [N, K, 3] ground truth; only labelled keypoints (v > 0) count.
+        groups: [K] joint type of each keypoint; stride: cell size in pixels.
+    Returns:
+        (offsets [M, J, 2] in cells, trained [M, J] bool).
+    """
+    m, (n, k) = len(centres), keypoints.shape[:2]
+    if n == 0:
+        return centres.new_zeros(m, num_groups, 2), centres.new_zeros(m, num_groups).bool()
+    delta = (keypoints[None, ..., :2] - centres[:, None, None]) / stride  # [M, N, K, 2]
+    d2 = delta.pow(2).sum(-1).masked_fill(keypoints[None, ..., 2] <= 0, float("inf"))
+    member = groups[:, None] == torch.arange(num_groups, device=groups.device)  # [K, J]
+    d2 = torch.where(member, d2[..., None], float("inf")).flatten(1, 2)  # [M, N * K, J]
+    nearest = d2.argmin(1)  # [M, J]
+    offsets = delta.flatten(1, 2).gather(1, nearest[..., None].expand(-1, -1, 2))  # [M, J, 2]
+    return offsets, d2.gather(1, nearest[:, None])[:, 0] <= FIELD_RADIUS ** 2
+
+
+def refine_with_field(keypoints: Tensor, field: Tensor, groups: Tensor, size: tuple[int, int],
+                      stride: float) -> Tensor:
+    """Regressed keypoints walked along the field (module docstring).
+
+    Args:
+        keypoints: [B, N, K, 3] (x, y, score) in pixels of the network input.
+        field: [B, H * W, J, 2] predicted offsets (cells) of the finest level, row-major cells.
+        groups: [K] joint type of each keypoint; size: (H, W); stride: cell size in pixels.
+    Returns:
+        [B, N, K, 3], scores unchanged.
+    """
+    h, w = size
+    b, n, k = keypoints.shape[:3]
+    flat = field.flatten(1, 2)  # [B, H * W * J, 2]
+    xy = keypoints[..., :2]  # [B, N, K, 2]
+    for _ in range(FIELD_STEPS):
+        cx = torch.floor(xy[..., 0] / stride).long().clamp(0, w - 1)  # [B, N, K]
+        cy = torch.floor(xy[..., 1] / stride).long().clamp(0, h - 1)
+        index = (cy * w + cx) * field.shape[2] + groups.view(1, 1, k)  # [B, N, K]
+        step = flat.gather(1, index.view(b, -1, 1).expand(-1, -1, 2)).view(b, n, k, 2)
+        length = step.pow(2).sum(-1, keepdim=True).sqrt()  # [B, N, K, 1]
+        step = step * (FIELD_RADIUS / length.clamp(min=FIELD_RADIUS))
+        xy = (torch.stack([cx, cy], -1).to(xy.dtype) + 0.5 + step) * stride
+    return torch.cat([xy, keypoints[..., 2:]], dim=-1)
