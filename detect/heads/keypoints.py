@@ -31,9 +31,6 @@ from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refin
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
 from detect.structures import Matches, partner_index
 
-SIDE_RADIUS = 2.0  # cells: the dense handedness map is trained this close to a labelled keypoint
-
-
 def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
     """Per object, whether its left keypoints lie on the image's right of their right partners.
 
@@ -48,27 +45,6 @@ def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
     both = (left[..., 2] > 0) & (right[..., 2] > 0)  # [P, Q]
     spread = ((left[..., 0] - right[..., 0]) * both).sum(-1)  # [P]
     return spread > 0, spread != 0
-
-
-def side_targets(centres: Tensor, keypoints: Tensor, pairs: Tensor, stride: float,
-                 radius: float) -> tuple[Tensor, Tensor]:
-    """One image's dense handedness targets: per cell, the `handedness` of the object whose
-    labelled keypoint is nearest, for the cells within ``radius`` cells of one (of an object
-    whose handedness is known).
-
-    Args:
-        centres: [M, 2] cell centres (pixels); keypoints: [N, K, 3]; pairs: [Q, 2].
-    Returns:
-        (mirrored [M] float, trained [M] bool).
-    """
-    mirrored, known = handedness(keypoints, pairs)  # [N], [N]
-    use = (keypoints[..., 2] > 0) & known[:, None]  # [N, K]
-    if not bool(use.any()):
-        return centres.new_zeros(len(centres)), centres.new_zeros(len(centres)).bool()
-    d2 = (centres[:, None, None] - keypoints[None, ..., :2]).pow(2).sum(-1) / stride ** 2
-    nearest = d2.masked_fill(~use[None], float("inf")).flatten(1).min(1)  # over [N * K]
-    owner = torch.div(nearest.indices, keypoints.shape[1], rounding_mode="floor")  # [M]
-    return mirrored[owner].to(centres.dtype), nearest.values <= radius ** 2
 
 
 def swap_pairs(x: Tensor, swap: Tensor, where: Tensor) -> Tensor:
@@ -102,7 +78,7 @@ class KeypointHead(Head):
                  heatmap_groups: list[int] | None = None,
                  handedness_pairs: tuple[tuple[int, int], ...] = (), side_weight: float = 1.0,
                  field_groups: list[int] | None = None, field_weight: float = 1.0,
-                 dense_side: bool = False, prior_prob: float = 0.01) -> None:
+                 prior_prob: float = 0.01) -> None:
         groups, fields = heatmap_groups or [], field_groups or []
         sides = 1 if handedness_pairs else 0
         super().__init__(in_channels, num_anchors,
@@ -117,7 +93,6 @@ class KeypointHead(Head):
         self.num_heatmaps, self.num_fields = len(set(groups)), len(set(fields))
         self.num_sides = sides
         self.l1_weight, self.side_weight, self.field_weight = l1_weight, side_weight, field_weight
-        self.dense_side = dense_side and bool(sides)
         self.coder = coder
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float32), persistent=False)
         self.register_buffer("groups", torch.tensor(groups, dtype=torch.int64), persistent=False)
@@ -178,8 +153,6 @@ class KeypointHead(Head):
             empty["loss_kpt_heat"] = zero
         if self.num_fields:
             empty["loss_kpt_field"] = zero
-        if self.dense_side:
-            empty["loss_kpt_side_map"] = zero
         if matches.keypoints is None:
             return empty
         use = matches.keypoint_positive  # [B, A]
@@ -203,15 +176,12 @@ class KeypointHead(Head):
         l_vis = visibility_loss(vis_logits, gt[..., 2]).mean(-1).sum() / n
         l_l1 = self.l1_weight * keypoint_l1(xy, gt, areas) / n
         losses |= {"loss_kpt": l_oks, "loss_kpt_l1": l_l1, "loss_kpt_vis": l_vis}
-        if self.num_heatmaps or self.num_fields or self.dense_side:
+        if self.num_heatmaps or self.num_fields:
             m = matches.num_anchors_per_level[0]
             heat, field = self._split_maps(self.maps(pred, m))  # [B, M, J], [B, M, F, 2]
             anchors = matches.anchors[:m]  # [M, 4]: one per cell
             centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # [M, 2]
             stride = float(centres[1, 0] - centres[0, 0]) if m > 1 else 1.0
-        if self.dense_side:
-            losses["loss_kpt_side_map"] = self.side_weight * self._side_map_loss(
-                pred[:, :m, 3 * self.num_keypoints].float(), matches, centres, stride)
         if self.num_heatmaps:
             heat_loss = self._heatmap_loss(heat, matches, centres, stride)
             losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat_loss / matches.num_labelled_keypoints
@@ -226,19 +196,6 @@ class KeypointHead(Head):
         if not self.num_sides:
             return keypoints
         return swap_pairs(keypoints, self.swap, handedness(keypoints, self.pairs)[0])
-
-    def _side_map_loss(self, logits: Tensor, matches: Matches, centres: Tensor,
-                       stride: float) -> Tensor:
-        """Mean BCE of the finest level's handedness logits [B, M] on the cells near a labelled
-        keypoint (`side_targets`, within `SIDE_RADIUS` cells)."""
-        none = centres.new_zeros(0, self.num_keypoints, 3)
-        targets, trained = zip(*[
-            side_targets(centres, none if t.keypoints is None else t.keypoints.to(centres),
-                         self.pairs, stride, SIDE_RADIUS)
-            for t in matches.targets])
-        mask = torch.stack(trained)  # [B, M]
-        bce = F.binary_cross_entropy_with_logits(logits, torch.stack(targets), reduction="none")
-        return (bce * mask).sum() / mask.sum().clamp(min=1)
 
     def _field_loss(self, field: Tensor, matches: Matches, centres: Tensor,
                     stride: float) -> Tensor:

@@ -96,6 +96,5 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
                                           handedness_pairs=pairs,
                                           side_weight=h.keypoint_side_weight,
                                           field_groups=fields,
-                                          field_weight=h.keypoint_field_weight,
-                                          dense_side=h.keypoint_dense_side)
+                                          field_weight=h.keypoint_field_weight)
     return heads

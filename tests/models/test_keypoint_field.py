@@ -1,12 +1,11 @@
-"""Dense targets on the finest level: keypoint offset fields (targets and refinement by hand, the
-head's field loss) and the dense handedness map."""
+"""Keypoint offset fields: targets and refinement by hand, the head's field loss, and their order
+with handedness."""
 import pytest
 import torch
 
 from detect.box_coder import BoxCoder
 from detect.heads import KeypointHead
 from detect.heads.keypoint_field import FIELD_RADIUS, field_targets, refine_with_field
-from detect.heads.keypoints import SIDE_RADIUS, side_targets
 from detect.structures import Matches, Target
 
 H, W, S = 6, 8, 8.0
@@ -97,43 +96,6 @@ def test_head_field_loss_is_the_mean_l1_of_the_reachable_cells_on_the_finest_lev
     grad = pred.grad[0]
     assert grad[: H * W, 9:].abs().sum() > 0
     assert grad[:, :9].abs().sum() == 0 and grad[H * W:].abs().sum() == 0
-
-
-def test_dense_handedness_targets_follow_the_nearest_keypoints_object() -> None:
-    # object 0 faces the camera (left keypoint 1 on the image's right of keypoint 2); object 1's
-    # pair is not labelled on both sides, so its handedness is unknown and trains nothing
-    kpts = torch.tensor([[[4.0, 4.0, 2.0], [30.0, 4.0, 2.0], [10.0, 20.0, 2.0]],
-                         [[60.0, 44.0, 2.0], [52.0, 44.0, 2.0], [0.0, 0.0, 0.0]]])
-    mirrored, trained = side_targets(_centres(), kpts, torch.tensor([[1, 2]]), S, SIDE_RADIUS)
-    near = torch.zeros(H * W, dtype=torch.bool)
-    for x, y, _ in kpts[0].tolist():
-        near |= (_centres() - torch.tensor([x, y])).pow(2).sum(-1) <= (SIDE_RADIUS * S) ** 2
-    assert trained.tolist() == near.tolist() and near.sum() > 0
-    assert (mirrored[trained] == 1).all()
-    facing_away = kpts[:1, [0, 2, 1]]
-    mirrored, trained = side_targets(_centres(), facing_away, torch.tensor([[1, 2]]), S,
-                                     SIDE_RADIUS)
-    assert trained.tolist() == near.tolist() and (mirrored[trained] == 0).all()
-    none = side_targets(_centres(), torch.zeros(0, 3, 3), torch.tensor([[1, 2]]), S, SIDE_RADIUS)
-    assert none[0].shape == (H * W,) and not none[1].any()
-
-
-def test_head_dense_handedness_loss_is_the_mean_bce_of_the_cells_near_keypoints() -> None:
-    head = KeypointHead(8, 1, 3, None, BoxCoder(), (0.05, 0.05, 0.05),
-                        handedness_pairs=((1, 2),), side_weight=2.0, dense_side=True)
-    pred = head([torch.randn(1, 8, h, w) for h, w in LEVELS]).detach().requires_grad_()
-    kpts = torch.tensor([[[28.0, 20.0, 2.0], [12.0, 12.0, 2.0], [44.0, 28.0, 2.0]]])
-    losses = head.loss(pred, _finest_level_match(kpts))
-    mirrored, trained = side_targets(_centres(), kpts, head.pairs, S, SIDE_RADIUS)
-    assert not mirrored.any()  # left keypoint 1 lies on the image's left
-    logits = pred[0, : H * W, 9].detach()
-    bce = torch.nn.functional.softplus(logits)  # BCE with target 0
-    expected = 2.0 * (bce * trained).sum() / trained.sum()
-    assert losses["loss_kpt_side_map"].item() == pytest.approx(expected.item(), rel=1e-5)
-    losses["loss_kpt_side_map"].backward()
-    grad = pred.grad[0]
-    assert grad[: H * W, 9].abs().sum() > 0 and grad[H * W:].abs().sum() == 0
-    assert grad[:, :9].abs().sum() == 0
 
 
 def test_with_handedness_fields_are_per_keypoint_in_image_order_and_refined_before_the_swap():
