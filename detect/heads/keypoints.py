@@ -1,5 +1,7 @@
 """Keypoint head: per anchor, K offsets from the anchor centre (in anchor sizes), K visibility
-logits and, optionally, J heatmap logits (`detect.heads.keypoint_heatmap`).
+logits and, optionally, a handedness logit, J heatmap logits (`detect.heads.keypoint_heatmap`)
+and F short-range offset fields (`detect.heads.keypoint_field`: the regression finds the joint,
+the field, read on the finest level, places it).
 
 Offsets are relative to the anchor, not to the detected box: relative to the box, training (on
 ground-truth boxes) and inference (on predicted ones) would disagree, and a box a few pixels off
@@ -54,10 +56,12 @@ def swap_pairs(x: Tensor, swap: Tensor, where: Tensor) -> Tensor:
 
 
 class KeypointHead(Head):
-    """pred [B, A, 3K + S + J]: (dx, dy) per keypoint, from the anchor centre in anchor sizes, then
-    K visibility logits, then S = 1 handedness logit with ``handedness_pairs`` (else 0), then J
-    heatmap logits (``heatmap_groups``: the heatmap of each keypoint,
-    `detect.heads.keypoint_heatmap`; none without them).
+    """pred [B, A, 3K + S + J + 2F]: (dx, dy) per keypoint, from the anchor centre in anchor
+    sizes, then K visibility logits, then S = 1 handedness logit with ``handedness_pairs`` (else
+    0), then J heatmap logits (``heatmap_groups``: the heatmap of each keypoint,
+    `detect.heads.keypoint_heatmap`; none without them), then F (dx, dy) offset fields
+    (``field_groups``: the field of each keypoint, `detect.heads.keypoint_field`; none without
+    them). Heatmaps and fields are read on the finest level only.
 
     Losses (divided by the number of contributing positives, at least 1:
     `Matches.num_keypoint_positive`): ``loss_kpt`` (1 - OKS with per-keypoint ``sigmas`` and the
@@ -67,7 +71,9 @@ class KeypointHead(Head):
     (BCE of `handedness` on the objects it is known for; positions and visibilities are then
     compared with the targets in image-left, image-right order), and with heatmaps ``loss_kpt_heat``
     (quality focal loss on the finest level, divided by the number of labelled keypoints,
-    `Matches.num_labelled_keypoints`). With no contributing positive all are
+    `Matches.num_labelled_keypoints`), and with fields ``loss_kpt_field`` (mean L1 in cells over
+    the finest level's cells within reach of a joint, times ``field_weight``; targets in image
+    order with handedness). With no contributing positive all are
     ``0 * pred.sum()``: zero, finite, and still connected to the graph.
     """
 
