@@ -111,7 +111,7 @@ class HeadsConfig:
     # a short-range offset field on the finest level that walks regressed keypoints onto their
     # joints (detect/heads/keypoint_field.py); needs one anchor per location
     keypoint_field: bool = False
-    keypoint_field_weight: float = 0.1  # weight of its L1 term (cells) in the keypoint loss
+    keypoint_field_weight: float = 1.0  # weight of its L1 term (cells) in the keypoint loss
     keypoint_l1_weight: float = 1.0  # weight of the L1 term beside 1 - OKS in the keypoint loss
     keypoint_side_weight: float = 2.0  # weight of the handedness term (docs/KEYPOINTS.md)
 

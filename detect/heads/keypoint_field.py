@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-FIELD_RADIUS = 4.0  # cells: trained within this distance of a joint; the longest step taken
+FIELD_RADIUS = 3.0  # cells: trained within this distance of a joint; the longest step taken
 FIELD_STEPS = 2  # refinement steps: the first lands near the joint, the second on it
 
 

@@ -29,10 +29,11 @@ def test_targets_point_to_the_nearest_labelled_joint_of_the_type_within_reach() 
     torch.testing.assert_close(offsets[W + 7, 0], torch.zeros(2))
     # cell (2, 5), centre (20, 44): object 1's keypoint 0; the unlabelled (40, 40) is ignored
     torch.testing.assert_close(offsets[5 * W + 2, 0], torch.zeros(2))
-    # reach: cell (5, 5), centre (44, 44), is 3 cells from (20, 44): trained for type 0; type 1's
-    # only joint (5, 5) is 6.9 cells away
+    assert FIELD_RADIUS == 3.0
+    # reach: cell (5, 5), centre (44, 44), is exactly 3 cells from (20, 44): trained for type 0
+    # (inclusive); type 1's only joint (5, 5) is 6.9 cells away
     assert trained[5 * W + 5, 0] and not trained[5 * W + 5, 1]
-    assert trained[5 * W + 7, 0]  # centre (60, 44): exactly 4 cells from (60, 12), inclusive
+    assert not trained[5 * W + 7, 0]  # centre (60, 44): 4 cells from (60, 12), 5 from (20, 44)
     d = (offsets.pow(2).sum(-1).sqrt())
     assert (d[trained] <= FIELD_RADIUS).all() and (d[~trained] > FIELD_RADIUS - 1e-6).all()
     none, untrained = field_targets(_centres(), torch.zeros(0, 3, 3), groups, 2, S)
@@ -48,14 +49,14 @@ def test_refinement_lands_on_the_joint_of_a_perfect_field_and_caps_each_step() -
     out = refine_with_field(start, field, groups, (H, W), S)
     torch.testing.assert_close(out[0, 0, 0], torch.tensor([28.0, 21.0, 0.9]))  # within reach
     # keypoint 1 starts 5 cells from its joint: the first step (from its cell (1, 3), centre
-    # (12, 28)) is capped at FIELD_RADIUS cells, the second lands
+    # (12, 28), 4.75 cells away) is capped at FIELD_RADIUS cells, the second lands
     torch.testing.assert_close(out[0, 0, 1], torch.tensor([50.0, 30.0, 0.4]))
     capped = torch.zeros(1, H * W, 2, 2)
     capped[..., 0] = 10.0  # "10 cells to the right" everywhere
     moved = refine_with_field(torch.tensor([[[[4.0, 4.0, 1.0], [4.0, 4.0, 1.0]]]]), capped,
                               groups, (H, W), S)
-    # (4, 4) -> cell (0, 0) + 4 cells = x 36; cell (4, 0) + 4 cells = x 68
-    torch.testing.assert_close(moved[0, 0, :, 0], torch.tensor([68.0, 68.0]))
+    # (4, 4) -> cell (0, 0)'s centre + 3 cells = x 28 -> cell (3, 0)'s centre + 3 cells = x 52
+    torch.testing.assert_close(moved[0, 0, :, 0], torch.tensor([52.0, 52.0]))
     outside = torch.tensor([[[[-50.0, 400.0, 1.0], [1e4, -3.0, 1.0]]]])  # clamped to edge cells
     assert torch.isfinite(refine_with_field(outside, field, groups, (H, W), S)).all()
 
