@@ -8,7 +8,7 @@ import torch
 
 from detect.anchors import AnchorGenerator
 from detect.box_coder import BoxCoder
-from detect.config import ModelConfig, keypoint_sigmas
+from detect.config import ConfigError, ModelConfig, keypoint_sigmas
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
 from detect.heads.keypoint_heatmap import joint_groups
 from detect.matching import ATSSMatcher, IoUMatcher
@@ -85,6 +85,11 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
             raise ValueError(f"the dataset has {num_keypoints} keypoints but model.heads has "
                              f"num_keypoints={h.num_keypoints}: set model.heads.num_keypoints and "
                              "model.heads.keypoint_sigmas to match")
+        for option in ("keypoint_heatmaps", "keypoint_field"):
+            if getattr(h, option) and per_loc != 1:
+                raise ConfigError(f"model.heads.{option} needs one anchor per location "
+                                  f"(model.anchors.ratios and scales of one value each), not "
+                                  f"{per_loc}")
         groups = joint_groups(num_keypoints, flip_pairs) if h.keypoint_heatmaps else None
         # with handedness, pairs are refined in image-left, image-right order: a field per keypoint;
         # without, a pair's two keypoints (either may be the image-left one) share a field

@@ -124,3 +124,14 @@ def test_with_handedness_fields_are_per_keypoint_in_image_order_and_refined_befo
     maps = torch.cat([torch.zeros(H * W, 0), offsets.flatten(1)], -1)[None]  # [1, H*W, 6]
     out = head.decode(raw.view(1, 1, -1), anchor, maps, (H, W), S)[0, 0]
     torch.testing.assert_close(out[:, :2], person[0, :, :2])
+
+
+def test_a_field_with_several_anchors_per_location_is_a_config_error() -> None:
+    from detect.config import ConfigError, load_config
+    from detect.models.build import build_model
+
+    cfg = load_config("configs/retinanet_r50_fpn_coco.yaml",
+                      ["model.heads.keypoint_field=true", "model.backbone.weights=null"])
+    with pytest.raises(ConfigError, match=r"model.heads.keypoint_field needs one anchor per "
+                                          r"location .* not 9"):
+        build_model(cfg.model, 3, 17)  # COCO keypoints: their sigmas are known
