@@ -31,6 +31,7 @@ from detect.heads.base import Head, Tower
 from detect.heads.keypoint_field import field_targets, refine_with_field
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
+from detect.distributed import loss_normalizers
 from detect.structures import Matches, partner_index
 
 def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
@@ -152,18 +153,19 @@ class KeypointHead(Head):
 
     def loss(self, pred: Tensor, matches: Matches) -> dict[str, Tensor]:
         zero = pred.sum() * 0.0
+        # the field's normaliser is a collective under DDP: computed on every call, on every rank
+        fields = ({"loss_kpt_field": self.field_weight * self._field_loss(pred, matches)}
+                  if self.num_fields else {})
         empty = {"loss_kpt": zero, "loss_kpt_l1": zero, "loss_kpt_vis": zero}
         if self.num_sides:
             empty["loss_kpt_side"] = zero
         if self.num_heatmaps:
             empty["loss_kpt_heat"] = zero
-        if self.num_fields:
-            empty["loss_kpt_field"] = zero
         if matches.keypoints is None:
-            return empty
+            return empty | fields
         use = matches.keypoint_positive  # [B, A]
         if not bool(use.any()):
-            return empty
+            return empty | fields
         # [P, K, 2], [P, K], [P, S]
         offsets, vis_logits, side_logits = self._split(pred[use].float())
         anchors = matches.anchors.expand(use.shape[0], -1, -1)[use]  # [P, 4]
@@ -182,19 +184,20 @@ class KeypointHead(Head):
         l_vis = visibility_loss(vis_logits, gt[..., 2]).mean(-1).sum() / n
         l_l1 = self.l1_weight * keypoint_l1(xy, gt, areas) / n
         losses |= {"loss_kpt": l_oks, "loss_kpt_l1": l_l1, "loss_kpt_vis": l_vis}
-        if self.num_heatmaps or self.num_fields:
-            m = matches.num_anchors_per_level[0]
-            heat, field = self._split_maps(self.maps(pred, m))  # [B, M, J], [B, M, F, 2]
-            anchors = matches.anchors[:m]  # [M, 4]: one per cell
-            centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # [M, 2]
-            stride = float(centres[1, 0] - centres[0, 0]) if m > 1 else 1.0
         if self.num_heatmaps:
-            heat_loss = self._heatmap_loss(heat, matches, centres, stride)
-            losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat_loss / matches.num_labelled_keypoints
-        if self.num_fields:
-            losses["loss_kpt_field"] = self.field_weight * self._field_loss(field, matches,
-                                                                            centres, stride)
-        return losses
+            heat_loss = self._heatmap_loss(pred, matches) / matches.num_labelled_keypoints
+            losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat_loss
+        return losses | fields
+
+    def _finest(self, pred: Tensor, matches: Matches) -> tuple[Tensor, Tensor, Tensor, float]:
+        """The finest level's heatmap logits [B, M, J] and fields [B, M, F, 2] (`maps`), its
+        cell centres [M, 2] (pixels) and its stride."""
+        m = matches.num_anchors_per_level[0]
+        heat, field = self._split_maps(self.maps(pred, m))
+        anchors = matches.anchors[:m]  # [M, 4]: one per cell
+        centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # [M, 2]
+        stride = float(centres[1, 0] - centres[0, 0]) if m > 1 else 1.0
+        return heat, field, centres, stride
 
     def _image_order(self, keypoints: Tensor) -> Tensor:
         """Ground truth [N, K, 3] with each pair in image-left, image-right order where
@@ -203,10 +206,13 @@ class KeypointHead(Head):
             return keypoints
         return swap_pairs(keypoints, self.swap, handedness(keypoints, self.pairs)[0])
 
-    def _field_loss(self, field: Tensor, matches: Matches, centres: Tensor,
-                    stride: float) -> Tensor:
-        """Mean L1 (cells) of the finest level's offset fields ``field`` [B, M, F, 2] over the
-        cells within reach of a labelled joint of their type (`field_targets`)."""
+    def _field_loss(self, pred: Tensor, matches: Matches) -> Tensor:
+        """Mean L1 (cells) of the finest level's offset fields over the cells within reach of a
+        labelled joint of their keypoint (`field_targets`; the count of those cells is summed
+        over DDP ranks, as the other normalisers)."""
+        if not matches.targets:
+            return pred.sum() * 0.0
+        _, field, centres, stride = self._finest(pred, matches)  # field [B, M, F, 2]
         none = centres.new_zeros(0, self.num_keypoints, 3)
         targets, trained = zip(*[
             field_targets(centres, self._image_order(
@@ -215,12 +221,12 @@ class KeypointHead(Head):
             for t in matches.targets])
         mask = torch.stack(trained)  # [B, M, F]
         error = (field - torch.stack(targets)).abs().sum(-1)  # [B, M, F]
-        return (error * mask).sum() / mask.sum().clamp(min=1)
+        return (error * mask).sum() / loss_normalizers(mask.sum()[None])[0]
 
-    def _heatmap_loss(self, logits: Tensor, matches: Matches, centres: Tensor,
-                      stride: float) -> Tensor:
-        """Quality focal loss of the finest level's heatmap logits [B, M, J] against Gaussians
-        at every labelled keypoint of the batch (`heatmap_targets`), summed."""
+    def _heatmap_loss(self, pred: Tensor, matches: Matches) -> Tensor:
+        """Quality focal loss of the finest level's heatmap logits against Gaussians at every
+        labelled keypoint of the batch (`heatmap_targets`), summed."""
+        logits, _, centres, stride = self._finest(pred, matches)  # [B, M, J]
         m = len(centres)
         targets = torch.stack([
             heatmap_targets(centres, t.keypoints.to(centres), t.areas.to(centres), self.sigmas,

@@ -90,7 +90,8 @@ def test_graph_with_keypoint_refinement_equals_detect(tiny_model, option):
     eager detect()."""
     torch.manual_seed(0)
     det = Detector.from_config("configs/demo.yaml", tiny_model + [
-        f"data.image_size={SIZE}", f"model.heads.{option}=true",
+        f"data.image_size={SIZE}", "model.heads.keypoint_heatmaps=false",
+        "model.heads.keypoint_field=false", f"model.heads.{option}=true",
         "model.matcher.kind=atss", "model.anchors.ratios=[1.0]", "model.anchors.scales=[1.0]"],
         categories=["a", "b", "c"])
     head = det.model.heads["keypoints"]

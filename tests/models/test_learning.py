@@ -2,6 +2,7 @@
 keypoints learned are the images', not the mean pose's."""
 import torch
 
+from detect.balancing import build_balancer
 from detect.config import load_config
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.engine.inference import evaluate_model
@@ -23,9 +24,11 @@ def test_tiny_model_fits_boxes_and_keypoints(tiny_overrides):
     batch = next(iter(loader))
     model = build_model(cfg.model, ds.ann.categories.num_classes, 13)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    # the heads balanced as the demo config trains them (loss_norm)
+    balancer = build_balancer(cfg.train.balancing, ["cls", "box", "keypoints"])
     for step in range(150):
         losses = model.losses(model(batch.images), batch.targets)
-        total = sum(sum(t.values()) for t in losses.values())
+        total = balancer({head: sum(t.values()) for head, t in losses.items()})
         opt.zero_grad()
         total.backward()
         opt.step()
