@@ -7,8 +7,9 @@ place a few cells away is local evidence a convolution sees at every position, a
 near a labelled keypoint trains it densely. The keypoint head predicts ``2J`` more values per
 anchor; on the finest level (stride ``s``, one anchor per location) they form, per joint *type*
 ``j``, the offset (in cells) from each cell's centre to the nearest joint of that type, trained
-on the cells within ``FIELD_RADIUS`` cells of one (L1). A left/right pair shares a type: which
-side a joint is on is the regression's call (and handedness's), which a local field cannot make.
+on the cells within ``FIELD_RADIUS`` cells of one (L1). With handedness every keypoint is its own
+type, in image-left, image-right order; without, a left/right pair shares a type: which side a
+joint is on is then the regression's call, which a local field cannot make.
 
 Refinement, per keypoint and ``FIELD_STEPS`` times: read the field of its type at the cell that
 contains it and move to that cell's centre plus the offset (at most ``FIELD_RADIUS`` cells).
@@ -17,13 +18,22 @@ Pure tensor functions; batched for the exported graph.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 FIELD_RADIUS = 3.0  # cells: trained within this distance of a joint; the longest step taken
 FIELD_STEPS = 2  # refinement steps: the first lands near the joint, the second on it
 
 
-def field_targets(centres: Tensor, keypoints: Tensor, groups: Tensor, num_groups: int,
+def type_members(groups: list[int]) -> list[list[int]]:
+    """[J][G]: the keypoints of each joint type (``groups`` [K]: the type of each keypoint),
+    padded with K (no keypoint) to the largest type's size G."""
+    members = [[i for i, g in enumerate(groups) if g == j] for j in range(len(set(groups)))]
+    size = max(map(len, members), default=0)
+    return [m + [len(groups)] * (size - len(m)) for m in members]
+
+
+def field_targets(centres: Tensor, keypoints: Tensor, members: Tensor,
                   stride: float) -> tuple[Tensor, Tensor]:
     """One image's field targets: per cell and joint type, the offset to the nearest labelled
     joint of that type, and whether it is within ``FIELD_RADIUS`` cells.
@@ -31,20 +41,22 @@ def field_targets(centres: Tensor, keypoints: Tensor, groups: Tensor, num_groups
     Args:
         centres: [M, 2] cell centres (pixels) of the finest level.
         keypoints: [N, K, 3] ground truth; only labelled keypoints (v > 0) count.
-        groups: [K] joint type of each keypoint; stride: cell size in pixels.
+        members: [J, G] the keypoints of each joint type (`type_members`); stride: cell size
+            in pixels.
     Returns:
         (offsets [M, J, 2] in cells, trained [M, J] bool).
     """
-    m, (n, k) = len(centres), keypoints.shape[:2]
+    m, n, j = len(centres), len(keypoints), len(members)
     if n == 0:
-        return centres.new_zeros(m, num_groups, 2), centres.new_zeros(m, num_groups).bool()
-    delta = (keypoints[None, ..., :2] - centres[:, None, None]) / stride  # [M, N, K, 2]
-    d2 = delta.pow(2).sum(-1).masked_fill(keypoints[None, ..., 2] <= 0, float("inf"))
-    member = groups[:, None] == torch.arange(num_groups, device=groups.device)  # [K, J]
-    d2 = torch.where(member, d2[..., None], float("inf")).flatten(1, 2)  # [M, N * K, J]
-    nearest = d2.argmin(1)  # [M, J]
-    offsets = delta.flatten(1, 2).gather(1, nearest[..., None].expand(-1, -1, 2))  # [M, J, 2]
-    return offsets, d2.gather(1, nearest[:, None])[:, 0] <= FIELD_RADIUS ** 2
+        return centres.new_zeros(m, j, 2), centres.new_zeros(m, j).bool()
+    xy = F.pad(keypoints[..., :2], (0, 0, 0, 1))  # [N, K + 1, 2]: keypoint K is the padding
+    d2 = ((xy[None] - centres[:, None, None]) / stride).pow(2).sum(-1)  # [M, N, K + 1]
+    d2 = d2.masked_fill(F.pad(keypoints[..., 2], (0, 1))[None] <= 0, float("inf"))
+    d2, nearest = d2[:, :, members].transpose(1, 2).flatten(2).min(-1)  # [M, J] over N * G
+    g = members.shape[1]
+    k = members[torch.arange(j, device=members.device), nearest % g]  # [M, J]
+    offsets = (xy[torch.div(nearest, g, rounding_mode="floor"), k] - centres[:, None]) / stride
+    return offsets, d2 <= FIELD_RADIUS ** 2
 
 
 def refine_with_field(keypoints: Tensor, field: Tensor, groups: Tensor, size: tuple[int, int],

@@ -27,12 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detect.box_coder import BoxCoder
+from detect.distributed import loss_normalizers
 from detect.heads.base import Head, Tower
-from detect.heads.keypoint_field import field_targets, refine_with_field
+from detect.heads.keypoint_field import field_targets, refine_with_field, type_members
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
-from detect.distributed import loss_normalizers
 from detect.structures import Matches, partner_index
+
 
 def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
     """Per object, whether its left keypoints lie on the image's right of their right partners.
@@ -105,6 +106,9 @@ class KeypointHead(Head):
         self.register_buffer("groups", torch.tensor(groups, dtype=torch.int64), persistent=False)
         self.register_buffer("field_groups", torch.tensor(fields, dtype=torch.int64),
                              persistent=False)
+        members = type_members(fields)  # [F, G]
+        self.register_buffer("field_members", torch.tensor(members, dtype=torch.int64) if members
+                             else torch.zeros(0, 0, dtype=torch.int64), persistent=False)
         self.register_buffer("pairs", torch.tensor(handedness_pairs, dtype=torch.int64).view(-1, 2),
                              persistent=False)
         swap = torch.tensor(partner_index(num_keypoints, handedness_pairs), dtype=torch.int64)
@@ -217,7 +221,7 @@ class KeypointHead(Head):
         targets, trained = zip(*[
             field_targets(centres, self._image_order(
                 none if t.keypoints is None else t.keypoints.to(centres)),
-                self.field_groups, self.num_fields, stride)
+                self.field_members, stride)
             for t in matches.targets])
         mask = torch.stack(trained)  # [B, M, F]
         error = (field - torch.stack(targets)).abs().sum(-1)  # [B, M, F]

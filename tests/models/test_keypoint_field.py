@@ -5,7 +5,8 @@ import torch
 
 from detect.box_coder import BoxCoder
 from detect.heads import KeypointHead
-from detect.heads.keypoint_field import FIELD_RADIUS, field_targets, refine_with_field
+from detect.heads.keypoint_field import (FIELD_RADIUS, field_targets, refine_with_field,
+                                         type_members)
 from detect.structures import Matches, Target
 
 H, W, S = 6, 8, 8.0
@@ -16,12 +17,21 @@ def _centres() -> torch.Tensor:
     return (torch.stack([xs, ys], -1).view(-1, 2).float() + 0.5) * S  # [H*W, 2]
 
 
+def _members(groups: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(type_members(groups.tolist()))
+
+
+def test_type_members_pad_to_the_largest_type() -> None:
+    assert type_members([0, 1, 1, 2, 2]) == [[0, 5], [1, 2], [3, 4]]
+    assert type_members([0, 1, 2]) == [[0], [1], [2]]
+
+
 def test_targets_point_to_the_nearest_labelled_joint_of_the_type_within_reach() -> None:
     # two objects; type 0 = keypoints 0 and 2 (a left/right pair), type 1 = keypoint 1
     kpts = torch.tensor([[[10.0, 10.0, 2.0], [40.0, 40.0, 0.0], [60.0, 12.0, 1.0]],
                          [[20.0, 44.0, 2.0], [5.0, 5.0, 2.0], [0.0, 0.0, 0.0]]])
     groups = torch.tensor([0, 1, 0])
-    offsets, trained = field_targets(_centres(), kpts, groups, 2, S)
+    offsets, trained = field_targets(_centres(), kpts, _members(groups), S)
     assert offsets.shape == (H * W, 2, 2) and trained.shape == (H * W, 2)
     # cell (1, 1), centre (12, 12): nearest type-0 joint (10, 10); type 1: (5, 5) of object 1
     torch.testing.assert_close(offsets[W + 1], torch.tensor([[-0.25, -0.25], [-0.875, -0.875]]))
@@ -36,14 +46,14 @@ def test_targets_point_to_the_nearest_labelled_joint_of_the_type_within_reach() 
     assert not trained[5 * W + 7, 0]  # centre (60, 44): 4 cells from (60, 12), 5 from (20, 44)
     d = (offsets.pow(2).sum(-1).sqrt())
     assert (d[trained] <= FIELD_RADIUS).all() and (d[~trained] > FIELD_RADIUS - 1e-6).all()
-    none, untrained = field_targets(_centres(), torch.zeros(0, 3, 3), groups, 2, S)
+    none, untrained = field_targets(_centres(), torch.zeros(0, 3, 3), _members(groups), S)
     assert none.shape == (H * W, 2, 2) and not untrained.any()
 
 
 def test_refinement_lands_on_the_joint_of_a_perfect_field_and_caps_each_step() -> None:
     kpts = torch.tensor([[[28.0, 21.0, 2.0], [50.0, 30.0, 2.0]]])
     groups = torch.tensor([0, 1])
-    offsets, _ = field_targets(_centres(), kpts, groups, 2, S)
+    offsets, _ = field_targets(_centres(), kpts, _members(groups), S)
     field = offsets[None]  # [1, H*W, 2, 2]: the targets everywhere, even out of reach
     start = torch.tensor([[[[35.0, 30.0, 0.9], [10.0, 30.0, 0.4]]]])
     out = refine_with_field(start, field, groups, (H, W), S)
@@ -89,7 +99,7 @@ def test_head_field_loss_is_the_mean_l1_of_the_reachable_cells_on_the_finest_lev
     kpts = torch.tensor([[[28.0, 20.0, 2.0], [12.0, 12.0, 2.0], [44.0, 28.0, 2.0]]])
     losses = head.loss(pred, _finest_level_match(kpts))
     assert set(losses) == {"loss_kpt", "loss_kpt_l1", "loss_kpt_vis", "loss_kpt_field"}
-    offsets, trained = field_targets(_centres(), kpts, head.field_groups, 2, S)
+    offsets, trained = field_targets(_centres(), kpts, head.field_members, S)
     field = pred[0, : H * W, 9:].detach().view(H * W, 2, 2)
     expected = 0.5 * ((field - offsets).abs().sum(-1) * trained).sum() / trained.sum()
     assert losses["loss_kpt_field"].item() == pytest.approx(expected.item(), rel=1e-5)
@@ -109,7 +119,7 @@ def test_with_handedness_fields_are_per_keypoint_in_image_order_and_refined_befo
     image_order = person[:, [0, 2, 1]]
     pred = head([torch.randn(1, 8, h, w) for h, w in LEVELS]).detach()
     losses = head.loss(pred.requires_grad_(), _finest_level_match(person))
-    offsets, trained = field_targets(_centres(), image_order, head.field_groups, 3, S)
+    offsets, trained = field_targets(_centres(), image_order, head.field_members, S)
     field = pred[0, : H * W, 10:].view(H * W, 3, 2)
     expected = ((field - offsets).abs().sum(-1) * trained).sum() / trained.sum()
     assert losses["loss_kpt_field"].item() == pytest.approx(expected.item(), rel=1e-5)
