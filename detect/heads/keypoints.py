@@ -24,11 +24,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from detect.box_coder import BoxCoder
 from detect.distributed import loss_normalizers
-from detect.heads.base import Head, Tower
+from detect.heads.base import Head, Tower, flatten_levels
 from detect.heads.keypoint_field import field_targets, refine_with_field, type_members
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
@@ -63,7 +63,9 @@ class KeypointHead(Head):
     0), then J heatmap logits (``heatmap_groups``: the heatmap of each keypoint,
     `detect.heads.keypoint_heatmap`; none without them), then F (dx, dy) offset fields
     (``field_groups``: the field of each keypoint, `detect.heads.keypoint_field`; none without
-    them). Heatmaps and fields are read on the finest level only.
+    them). Heatmaps and fields are predicted and read on the finest level only, by their own
+    ``map_predictor`` (3x3; a 1x1 one lost 5-9 AP: docs/KEYPOINTS.md); their channels are zero
+    on the other levels.
 
     Losses (divided by the number of contributing positives, at least 1:
     `Matches.num_keypoint_positive`): ``loss_kpt`` (1 - OKS with per-keypoint ``sigmas`` and the
@@ -89,8 +91,16 @@ class KeypointHead(Head):
                  prior_prob: float = 0.01) -> None:
         groups, fields = heatmap_groups or [], field_groups or []
         sides = 1 if handedness_pairs else 0
-        super().__init__(in_channels, num_anchors,
-                         num_keypoints * 3 + sides + len(set(groups)) + 2 * len(set(fields)), tower)
+        num_maps = len(set(groups)) + 2 * len(set(fields))
+        # the predictor computes 3K + S outputs on every level; the maps, read on the finest level
+        # only, have their own small predictor there (`forward`)
+        super().__init__(in_channels, num_anchors, num_keypoints * 3 + sides, tower)
+        self.outputs_per_anchor += num_maps
+        self.map_predictor = (nn.Conv2d(in_channels, num_maps, 3, padding=1) if num_maps
+                              else None)
+        if self.map_predictor is not None:
+            nn.init.normal_(self.map_predictor.weight, std=0.01)
+            nn.init.zeros_(self.map_predictor.bias)
         if len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} sigmas for {num_keypoints} keypoints")
         for what, g in (("heatmaps", groups), ("offset fields", fields)):
@@ -113,12 +123,23 @@ class KeypointHead(Head):
                              persistent=False)
         swap = torch.tensor(partner_index(num_keypoints, handedness_pairs), dtype=torch.int64)
         self.register_buffer("swap", swap, persistent=False)
-        with torch.no_grad():  # heatmaps start at a low probability everywhere, as focal logits
-            bias = self.predictor.bias.view(num_anchors, -1)
-            heat = slice(3 * num_keypoints + sides, 3 * num_keypoints + sides + self.num_heatmaps)
-            bias[:, heat] = -math.log((1 - prior_prob) / prior_prob)
+        if self.num_heatmaps:  # heatmaps start at a low probability everywhere, as focal logits
+            with torch.no_grad():
+                self.map_predictor.bias[:self.num_heatmaps] = -math.log((1 - prior_prob) / prior_prob)
         # [C] bool: the classes whose detections carry keypoints (`set_classes`; default all)
         self.register_buffer("classes", torch.ones(0, dtype=torch.bool), persistent=False)
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        """features: per level [B, C, H_l, W_l] -> [B, A, 3K + S + J + 2F]; the J + 2F map
+        channels are predicted on the finest level and zero on the others (never read there)."""
+        if self.map_predictor is None:
+            return super().forward(features)
+        if self.tower is not None:
+            features = self.tower(features)
+        num_maps = self.map_predictor.out_channels
+        out = [torch.cat([self.predictor(features[0]), self.map_predictor(features[0])], 1)]
+        out += [F.pad(self.predictor(f), (0, 0, 0, 0, 0, num_maps)) for f in features[1:]]
+        return flatten_levels(out, self.outputs_per_anchor)
 
     def set_classes(self, mask: Tensor) -> None:
         """Only detections of classes with ``mask`` [C] True carry keypoints; the others get

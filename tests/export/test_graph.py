@@ -98,10 +98,9 @@ def test_graph_with_keypoint_refinement_equals_detect(tiny_model, option):
     assert (head.num_heatmaps, head.num_fields) == ((13, 0) if option == "keypoint_heatmaps"
                                                      else (0, 13))
     head.set_classes(torch.tensor([True, False, True]))
-    start = 3 * 13 + head.num_sides
     with torch.no_grad():  # strong, varied maps so that refinement moves keypoints
-        head.predictor.bias[start:] = 2.0
-        head.predictor.weight[start:] *= 300
+        head.map_predictor.bias[:] = 2.0
+        head.map_predictor.weight[:] *= 300
     params, images, (_, _, labels, num, kpts), out = _graph_run(det)
     anchors = det.model.anchors(out.feature_sizes, torch.device("cpu"))
     for b, d in enumerate(_eager(det, images, params)):

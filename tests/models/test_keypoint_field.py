@@ -96,6 +96,8 @@ def test_head_field_loss_is_the_mean_l1_of_the_reachable_cells_on_the_finest_lev
                         field_weight=0.5)
     assert head.outputs_per_anchor == 3 * 3 + 4 and head.num_fields == 2 and head.refines
     pred = head([torch.randn(1, 8, h, w) for h, w in LEVELS]).detach().requires_grad_()
+    assert head.predictor.out_channels == 3 * 3 and head.map_predictor.out_channels == 4
+    assert (pred[0, H * W:, 9:] == 0).all()  # fields are predicted on the finest level only
     kpts = torch.tensor([[[28.0, 20.0, 2.0], [12.0, 12.0, 2.0], [44.0, 28.0, 2.0]]])
     losses = head.loss(pred, _finest_level_match(kpts))
     assert set(losses) == {"loss_kpt", "loss_kpt_l1", "loss_kpt_vis", "loss_kpt_field"}

@@ -79,7 +79,8 @@ def test_head_heatmap_loss_trains_the_heatmap_channels_only_on_the_finest_level(
     assert head.outputs_per_anchor == 3 * 3 + 2 and head.num_heatmaps == 2
     levels = [(H, W), (3, 4)]
     pred = head([torch.randn(1, 8, h, w) for h, w in levels]).detach().requires_grad_()
-    assert torch.sigmoid(pred[0, :, 9:]).mean().item() == pytest.approx(0.01, abs=0.01)  # prior
+    assert torch.sigmoid(pred[0, :H * W, 9:]).mean().item() == pytest.approx(0.01, abs=0.01)  # prior
+    assert (pred[0, H * W:, 9:] == 0).all()  # maps are predicted on the finest level only
     from detect.structures import Matches, Target
     coarse = (_centres() * 2)[: 3 * 4]
     anchors = torch.cat([_centres(), coarse]).repeat(1, 2) + torch.tensor([-16.0, -16, 16, 16])
