@@ -49,12 +49,21 @@ def checkpoint(tiny_overrides, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def image_files(tiny_synthetic) -> list[Path]:
+def image_files(tiny_synthetic, tmp_path_factory) -> list[Path]:
+    """NUM_REAL coco-mini val images; without the shared data, synthetic val images with noise
+    added (their flat backgrounds give scores too uniform for a threshold gap)."""
     root = os.environ.get("DETECT_SHARED_DATA")
     folder = Path(root or "", "coco-mini", "val2017")
-    if not (root and folder.is_dir()):
-        folder = tiny_synthetic / "val"
-    return sorted(folder.glob("*.jpg"))[:NUM_REAL]
+    if root and folder.is_dir():
+        return sorted(folder.glob("*.jpg"))[:NUM_REAL]
+    out, rng = tmp_path_factory.mktemp("noisy"), np.random.default_rng(0)
+    files = []
+    for path in sorted((tiny_synthetic / "val").glob("*.jpg"))[:NUM_REAL]:
+        image = cv2.imread(str(path)).astype(np.int16) + rng.integers(-40, 41, (1, 1, 1))
+        image += rng.integers(-25, 26, image.shape)
+        cv2.imwrite(str(out / path.name), image.clip(0, 255).astype(np.uint8))
+        files.append(out / path.name)
+    return files
 
 
 @pytest.fixture(scope="module")
