@@ -7,14 +7,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from detect.config import PostprocessConfig
 from detect.data.annotations import CategoryMap
 from detect.evaluation import evaluate
-from detect.models.detector import MultiHeadDetector, PostprocessParams
+from detect.models.detector import MultiHeadDetector
 from detect.structures import Detections, Target
 
 
 @torch.inference_mode()
-def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
+def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: PostprocessConfig,
                     device: torch.device, skipped: list[str] | None = None,
                     progress: bool = False) -> Iterator[tuple[Target, Detections]]:
     """Yield (target, detections in original-image pixels) for every readable image of
@@ -67,7 +68,7 @@ def keypoint_classes(model: MultiHeadDetector) -> list[bool] | None:
     return None if head is None or head.classes.numel() == 0 else head.classes.tolist()
 
 
-def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: PostprocessParams,
+def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: PostprocessConfig,
                  categories: CategoryMap, device: torch.device,
                  skipped: list[str] | None = None, progress: bool = False) -> list[dict]:
     """COCO results for every readable image of ``loader`` (unreadable ones go to ``skipped``)."""
@@ -79,7 +80,7 @@ def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: Postproce
 
 
 def evaluate_model(model: MultiHeadDetector, loader: DataLoader, gt: dict, categories: CategoryMap,
-                   params: PostprocessParams, device: torch.device,
+                   params: PostprocessConfig, device: torch.device,
                    kpt_sigmas: tuple[float, ...] | None = None,
                    backend: str = "faster", skipped: list[str] | None = None,
                    progress: bool = False) -> tuple[dict, list[dict]]:

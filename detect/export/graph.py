@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from detect.config import ConfigError
-from detect.models.detector import MultiHeadDetector, PostprocessParams
+from detect.config import ConfigError, PostprocessConfig
+from detect.models.detector import MultiHeadDetector
 
 NmsOp = Literal["onnx", "torch"]
 OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections", "keypoints")
@@ -109,7 +109,7 @@ class ExportGraph(nn.Module):
         nms_op: "onnx" (``NonMaxSuppression`` when exported to ONNX) or "torch".
     """
 
-    def __init__(self, model: MultiHeadDetector, image_size: int, params: PostprocessParams,
+    def __init__(self, model: MultiHeadDetector, image_size: int, params: PostprocessConfig,
                  category_ids: Sequence[int], nms_op: NmsOp = "torch") -> None:
         super().__init__()
         if params.soft_nms_sigma is not None:

@@ -16,12 +16,11 @@ import torch
 
 from detect.api import (Detector, ImageInput, Prediction, letterbox_image, load_image,
                         mask_keypoints)
-from detect.config import ConfigError
+from detect.config import ConfigError, PostprocessConfig
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.transforms import Sample
 from detect.engine.checkpoint import CheckpointError
 from detect.export.metadata import ExportMeta
-from detect.models.detector import PostprocessParams
 
 RunGraph = Callable[[np.ndarray], dict[str, np.ndarray]]
 """images [B, 3, S, S] -> the graph's outputs by name."""
@@ -44,7 +43,7 @@ class ExportedDetector:
                                        tuple(tuple(e) for e in meta.skeleton),
                                        category_ids=tuple(meta.keypoint_category_ids))
                           if meta.keypoint_names else None)
-        self._exported = PostprocessParams(meta.score_threshold, meta.topk_per_level, meta.nms_iou,
+        self._exported = PostprocessConfig(meta.score_threshold, meta.topk_per_level, meta.nms_iou,
                                            meta.max_detections, meta.class_agnostic)
         self.params = self._exported
         self._names = dict(zip(meta.category_ids, meta.class_names))

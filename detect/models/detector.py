@@ -27,9 +27,6 @@ class HeadOutputs:
     feature_sizes: list[tuple[int, int]]
 
 
-PostprocessParams = PostprocessConfig  # score threshold, top-k, NMS settings, detection cap
-
-
 class MultiHeadDetector(nn.Module):
     def __init__(self, backbone: nn.Module, neck: nn.Module, heads: dict[str, Head],
                  anchor_generator: AnchorGenerator, matcher: Matcher,
@@ -82,7 +79,7 @@ class MultiHeadDetector(nn.Module):
 
     @torch.no_grad()
     def detect(self, out: HeadOutputs, image_sizes: list[tuple[int, int]] | None,
-               params: PostprocessParams = PostprocessParams()) -> list[Detections]:
+               params: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
         """Decode every head and post-process into per-image detections (transformed pixels).
 
         Scores are decoded everywhere (the top-k needs them); boxes only for the pre-NMS
