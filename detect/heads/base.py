@@ -78,6 +78,14 @@ def flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:
     return torch.cat(out, dim=1)
 
 
+def predictor_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A head's 3x3 output convolution: weights N(0, 0.01), bias zero."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class Head(nn.Module):
     """Base of every head: an optional tower, then a 3x3 predictor conv with ``a * D`` outputs."""
 
@@ -89,9 +97,7 @@ class Head(nn.Module):
         self.tower = tower
         self.num_anchors = num_anchors
         self.outputs_per_anchor = outputs_per_anchor
-        self.predictor = nn.Conv2d(in_channels, num_anchors * outputs_per_anchor, 3, padding=1)
-        nn.init.normal_(self.predictor.weight, std=0.01)
-        nn.init.zeros_(self.predictor.bias)
+        self.predictor = predictor_conv(in_channels, num_anchors * outputs_per_anchor)
 
     def forward(self, features: list[Tensor]) -> Tensor:
         """features: per level [B, F, H_l, W_l] -> [B, A, D]."""

@@ -24,11 +24,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from detect.box_coder import BoxCoder
 from detect.distributed import loss_normalizers
-from detect.heads.base import Head, Tower, flatten_levels
+from detect.heads.base import Head, Tower, flatten_levels, predictor_conv
 from detect.heads.keypoint_field import field_targets, refine_with_field, type_members
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
@@ -96,11 +96,7 @@ class KeypointHead(Head):
         # only, have their own small predictor there (`forward`)
         super().__init__(in_channels, num_anchors, num_keypoints * 3 + sides, tower)
         self.outputs_per_anchor += num_maps
-        self.map_predictor = (nn.Conv2d(in_channels, num_maps, 3, padding=1) if num_maps
-                              else None)
-        if self.map_predictor is not None:
-            nn.init.normal_(self.map_predictor.weight, std=0.01)
-            nn.init.zeros_(self.map_predictor.bias)
+        self.map_predictor = predictor_conv(in_channels, num_maps) if num_maps else None
         if len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} sigmas for {num_keypoints} keypoints")
         for what, g in (("heatmaps", groups), ("offset fields", fields)):
