@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
+from detect.io import atomic_write_text
+
 HeadName = Literal["cls", "box", "keypoints"]
 
 
@@ -223,7 +225,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import torch
 
+from detect.io import atomic_write_text
+
 SHARED_DATA_DEFAULT = "../shared/datasets"
 
 
@@ -159,5 +161,4 @@ def _json_safe(value: Any) -> Any:
 def write_json(path: str | Path, suite: str, rows: list[Row], opts: Options) -> None:
     record = {"suite": suite, "environment": environment(opts),
               "rows": [_json_safe({**asdict(r), "met": r.met}) for r in rows]}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")

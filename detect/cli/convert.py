@@ -18,7 +18,7 @@ from pathlib import Path
 
 from detect.cli.common import user_errors
 from detect.data.annotations import DatasetError
-from detect.engine.checkpoint import atomic_write_text
+from detect.io import atomic_write_text
 from detect.formats import DropLog, coco_to_yolo, voc_to_coco, write_yolo, yolo_to_coco
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from detect.cli.common import user_errors
 from detect.data.report import analyse, format_report, save_plots
-from detect.engine.checkpoint import atomic_write_text
+from detect.io import atomic_write_text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

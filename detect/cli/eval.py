@@ -22,16 +22,13 @@ dict as JSON (atomically). A progress bar on stderr (a terminal only) counts the
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from detect.data.annotations import merge_coco
 from detect.evaluation import evaluate, format_table, load_predictions
 from detect.evaluation.mean_pose import MeanPose, add_mean_pose, mean_pose
+from detect.io import atomic_write_json
 
 
 class CliError(Exception):
@@ -159,22 +156,11 @@ def load_mean_pose(paths: list[Path]) -> MeanPose:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file next to ``path``, then rename it over ``path``."""
+    """`atomic_write_json`, with a file-system error as the user's one line."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write_json(path, data, indent=2)
     except OSError as e:
         raise CliError(f"{path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise CliError(f"{path}: {e.strerror}") from None
-        raise
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from detect.cli.common import user_errors
 from detect.data.image_io import ImageError, is_image_file, read_image
 from detect.data.video import VideoError, VideoSource, is_stream, is_video_file, source_name
-from detect.engine.checkpoint import atomic_write_text
+from detect.io import atomic_write_text
 from detect.records import image_records
 
 

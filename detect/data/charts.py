@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect.engine.checkpoint import atomic_write_bytes
+from detect.io import atomic_write_bytes
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BLACK, _GREY, _BAR = (0, 0, 0), (215, 215, 215), (180, 120, 40)

@@ -38,6 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detect.io import atomic_write_text
+
 PERSON_ID = 1
 KEYPOINT_NAMES: tuple[str, ...] = (
     "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
@@ -428,7 +430,7 @@ def write_split(out: Path, split: str, n: int, size: int, seed: int, crowd_every
         "categories": [dict(c) for c in CATEGORIES],
     }
     path = out / "annotations" / f"{split}.json"
-    path.write_text(json.dumps(dataset, sort_keys=True, separators=(",", ":")))
+    atomic_write_text(path, json.dumps(dataset, sort_keys=True, separators=(",", ":")))
     return path
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from detect.engine.checkpoint import atomic_write_bytes
+from detect.io import atomic_write_bytes
 from detect.export.build import InputDtype, build_graph, build_meta, example_input
 from detect.export.metadata import ExportMeta
 

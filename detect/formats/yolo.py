@@ -23,7 +23,7 @@ from typing import Any
 
 from detect.data.annotations import DatasetError, load_annotations
 from detect.data.image_io import ImageError, is_image_file, probe_image
-from detect.engine.checkpoint import atomic_write_text
+from detect.io import atomic_write_text
 from detect.formats.coco import CocoBuilder, DropLog, check_class_names, clip_box
 
 CLASSES_FILE = "classes.txt"
