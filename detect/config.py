@@ -92,6 +92,10 @@ class MatcherConfig:
 @dataclass(frozen=True)
 class HeadsConfig:
     tower_depth: int = 4
+    # the keypoint head's own tower depth; None: ``tower_depth`` (docs/KEYPOINTS.md)
+    keypoint_tower_depth: int | None = None
+    # the keypoint head's own tower width; None: the FPN's channels (docs/KEYPOINTS.md)
+    keypoint_tower_channels: int | None = None
     norm: Literal["none", "gn", "bn"] = "none"
     share_tower: bool = False  # one tower feeds every head
     depthwise: bool = False  # depthwise-separable tower convolutions

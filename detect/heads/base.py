@@ -22,12 +22,13 @@ from detect.structures import Matches
 Norm = Literal["none", "gn", "bn"]
 
 
-def _conv(channels: int, depthwise: bool, bias: bool) -> nn.Module:
-    """3x3 conv, or depthwise 3x3 + pointwise 1x1, channels -> channels."""
+def _conv(in_channels: int, channels: int, depthwise: bool, bias: bool) -> nn.Module:
+    """3x3 conv, or depthwise 3x3 + pointwise 1x1, in_channels -> channels."""
     if not depthwise:
-        return nn.Conv2d(channels, channels, 3, padding=1, bias=bias)
-    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-                         nn.Conv2d(channels, channels, 1, bias=bias))
+        return nn.Conv2d(in_channels, channels, 3, padding=1, bias=bias)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+        nn.Conv2d(in_channels, channels, 1, bias=bias))
 
 
 def _norm(kind: Norm, channels: int) -> nn.Module:
@@ -44,12 +45,17 @@ class Tower(nn.Module):
     GroupNorm (the published choice) is shared across levels too. BatchNorm is not: one set of
     statistics for every level would mix P3's and P7's very different statistics and break
     inference, so each level gets its own BatchNorm (as EfficientDet does).
+
+    The first block maps ``in_channels`` (default ``channels``) to ``channels``: a tower may be
+    narrower than the features it reads.
     """
 
     def __init__(self, channels: int, depth: int, norm: Norm = "none", depthwise: bool = False,
-                 num_levels: int = 5) -> None:
+                 num_levels: int = 5, in_channels: int | None = None) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(_conv(channels, depthwise, norm == "none") for _ in range(depth))
+        ins = [in_channels or channels] + [channels] * (depth - 1)
+        self.channels = channels
+        self.convs = nn.ModuleList(_conv(i, channels, depthwise, norm == "none") for i in ins[:depth])
         per_level = num_levels if norm == "bn" else 1
         self.norms = nn.ModuleList(
             nn.ModuleList(_norm(norm, channels) for _ in range(per_level)) for _ in range(depth))

@@ -67,10 +67,10 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
                  num_keypoints: int, flip_pairs: tuple[tuple[int, int], ...]) -> dict:
     h = cfg.heads
 
-    def tower() -> Tower | None:
-        if h.share_tower or h.tower_depth == 0:
+    def tower(depth: int = h.tower_depth, width: int = channels) -> Tower | None:
+        if h.share_tower or depth == 0:
             return None
-        return Tower(channels, h.tower_depth, h.norm, h.depthwise, cfg.neck.extra_levels + 3)
+        return Tower(width, depth, h.norm, h.depthwise, cfg.neck.extra_levels + 3, channels)
 
     coder = BoxCoder(h.box_weights)
     heads = {
@@ -96,7 +96,14 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
         fields = (joint_groups(num_keypoints, () if h.keypoint_handedness else flip_pairs)
                   if h.keypoint_field else None)
         pairs = flip_pairs if h.keypoint_handedness else ()
-        heads["keypoints"] = KeypointHead(channels, per_loc, num_keypoints, tower(), coder, sigmas,
+        depth = h.tower_depth if h.keypoint_tower_depth is None else h.keypoint_tower_depth
+        kpt_tower = tower(depth, h.keypoint_tower_channels or channels)
+        if h.keypoint_tower_channels and kpt_tower is None:
+            raise ConfigError("model.heads.keypoint_tower_channels needs the keypoint head's own "
+                              "tower (share_tower false, a tower depth above 0)")
+        width = channels if kpt_tower is None else kpt_tower.channels
+        heads["keypoints"] = KeypointHead(width, per_loc, num_keypoints, kpt_tower, coder,
+                                          sigmas,
                                           l1_weight=h.keypoint_l1_weight, heatmap_groups=groups,
                                           handedness_pairs=pairs,
                                           side_weight=h.keypoint_side_weight,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from detect.box_coder import BoxCoder
-from detect.config import load_config
+from detect.config import ConfigError, load_config
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
 from detect.heads.base import flatten_levels
 from detect.heads.keypoints import handedness, swap_pairs
@@ -105,6 +105,29 @@ def test_model_without_keypoints_has_no_keypoint_head():
     assert set(model.heads) == {"cls", "box"}
     out = model(torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8))
     assert model.detect(out, None)[0].keypoints is None
+
+
+@pytest.mark.parametrize("depth, expected", [(None, 2), (1, 1), (0, 0)])
+def test_keypoint_tower_depth_is_its_own_setting(depth, expected):
+    over = {"heads.tower_depth": 2, "heads.norm": "bn"}
+    if depth is not None:
+        over["heads.keypoint_tower_depth"] = depth
+    heads = tiny_model(**over).heads
+    convs = {name: 0 if h.tower is None else len(h.tower.convs) for name, h in heads.items()}
+    assert convs == {"cls": 2, "box": 2, "keypoints": expected}
+
+
+def test_keypoint_tower_can_be_narrower_than_the_features():
+    model = tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.keypoint_handedness": "true",
+                          "heads.keypoint_field": "true"})
+    head = model.heads["keypoints"]
+    assert [(c.in_channels, c.out_channels) for c in head.tower.convs] == [(32, 8)]
+    assert head.predictor.in_channels == head.map_predictor.in_channels == 8
+    out = model(torch.randint(0, 255, (1, 3, 128, 128), dtype=torch.uint8))
+    assert out.preds["keypoints"].shape[-1] == head.outputs_per_anchor == 17 * 3 + 2 * 17
+    assert all(torch.isfinite(v).all() for v in model.losses(out, [empty_target()])["keypoints"].values())
+    with pytest.raises(ConfigError, match="keypoint_tower_channels needs"):
+        tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.share_tower": "true"})
 
 
 def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
