@@ -1,7 +1,6 @@
 """The Python API: ``Detector.from_checkpoint(path).predict(images)``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -10,50 +9,18 @@ import torch
 
 from detect.config import Config, keypoint_sigmas, load_config, model_keypoints, resolve_keypoints
 from detect.data.annotations import CategoryMap, KeypointMeta
-from detect.data.image_io import read_image
-from detect.data.transforms import Sample, letterbox
+from detect.data.image_io import ImageInput, load_image
+from detect.data.transforms import Sample, letterbox_image
 from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, stored_config
 from detect.models.build import build_model
 from detect.models.detector import HeadOutputs, MultiHeadDetector
 from detect.models.frozen import FrozenForward
+from detect.prediction import Prediction, mask_keypoints
 from detect.structures import Detections
-
-ImageInput = str | Path | np.ndarray
+from detect.video import predict_video
 
 if TYPE_CHECKING:
-    from detect.data.video import VideoSource
     from detect.export.runtime import ExportedDetector
-    from detect.video import VideoPredictions
-
-
-@dataclass
-class Prediction:
-    """Detections of one image in original pixels.
-
-    boxes [N, 4] xyxy, scores [N], labels [N] original category ids, names [N] class names,
-    keypoints [N, K, 3] (x, y, score) or None (a model without a keypoint head).
-    has_keypoints [N] bool (None without a keypoint head): whether the detection's category has
-    keypoints. Keypoints belong to the categories that have them (``person`` in COCO): the rows
-    of the other detections are masked, all zeros, and written nowhere (COCO results, drawings,
-    video records).
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    names: list[str]
-    keypoints: np.ndarray | None = None
-    has_keypoints: np.ndarray | None = None
-
-
-def mask_keypoints(keypoints: np.ndarray | None, labels: np.ndarray,
-                   kmeta: KeypointMeta | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(keypoints [N, K, 3] with zero rows for categories without keypoints, has_keypoints [N])
-    for detections of original category ids ``labels`` [N]; (None, None) without keypoints."""
-    if keypoints is None:
-        return None, None
-    has = np.array([kmeta is None or kmeta.has_keypoints(int(c)) for c in labels], bool)
-    return np.where(has[:, None, None], keypoints, 0).astype(np.float32), has
 
 
 class Detector:
@@ -169,14 +136,7 @@ class Detector:
             out += self._predict_batch([self._load(x) for x in items[i:i + batch_size]])
         return out[0] if single else out
 
-    def predict_video(self, source: "VideoSource", batch_size: int = 8, stride: int = 1,
-                      max_frames: int | None = None, timeout_s: float = 5.0,
-                      live: bool | None = None) -> "VideoPredictions":
-        """Iterate for per-frame predictions of a video file, camera index or stream URL (see
-        `detect.video.predict_video`); each item has ``index``, ``time_s``, ``image`` (BGR),
-        ``prediction`` and ``record()``, the CLI's ``.jsonl`` line."""
-        from detect.video import predict_video
-        return predict_video(self, source, batch_size, stride, max_frames, timeout_s, live)
+    predict_video = predict_video  # `detect.video.predict_video` over this predict()
 
     def _predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
         samples = [letterbox_image(img, self.image_size) for img in images]
@@ -202,21 +162,6 @@ class Detector:
     @property
     def sigmas(self) -> tuple[float, ...]:
         return keypoint_sigmas(self.cfg.model.heads)
-
-
-def load_image(image: ImageInput, max_pixels: int) -> np.ndarray:
-    """A path (read, EXIF-rotated, at most ``max_pixels``) or an HxWx3 BGR uint8 array -> RGB."""
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 BGR uint8 array, got {image.shape} {image.dtype}")
-        return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
-    return read_image(image, max_pixels)
-
-
-def letterbox_image(image: np.ndarray, size: int) -> Sample:
-    """An RGB image letterboxed to ``size`` x ``size`` (``.scale``/``.offset`` map back)."""
-    empty = np.zeros((0, 4), np.float32)
-    return letterbox(Sample(image, empty, np.zeros(0, np.int64), None, empty), size)
 
 
 def _keypoint_meta(d: dict | None) -> KeypointMeta | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from detect.api import Prediction
+    from detect.prediction import Prediction
 
 
 def detection_records(pred: "Prediction") -> list[dict]:

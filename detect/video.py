@@ -23,7 +23,7 @@ from detect.data.video import (Frame, FrameReader, VideoError, VideoInfo, VideoS
 from detect.records import frame_record
 
 if TYPE_CHECKING:
-    from detect.api import Prediction
+    from detect.prediction import Prediction
 
 
 class Predictor(Protocol):
@@ -175,12 +175,15 @@ def _close(bar: tqdm, writer: VideoWriter | None) -> None:
         writer.close()
 
 
-def predict_video(predictor: Predictor, source: VideoSource, batch: int = 8, stride: int = 1,
+def predict_video(predictor: Predictor, source: VideoSource, batch_size: int = 8, stride: int = 1,
                   max_frames: int | None = None, timeout_s: float = 5.0,
                   live: bool | None = None) -> VideoPredictions:
     """`VideoPredictions` of ``predictor`` over ``source`` (a file, camera index or stream URL;
-    ``live`` forces or forbids stream handling, default: camera indices and URLs)."""
-    return VideoPredictions(predictor, source, batch, stride, max_frames, timeout_s, live)
+    ``live`` forces or forbids stream handling, default: camera indices and URLs). Also the
+    ``predict_video`` method of `detect.api.Detector` and of the exported-graph detector: iterate
+    for per-frame predictions; each item has ``index``, ``time_s``, ``image`` (BGR),
+    ``prediction`` and ``record()``, the CLI's ``.jsonl`` line."""
+    return VideoPredictions(predictor, source, batch_size, stride, max_frames, timeout_s, live)
 
 
 __all__ = ["FramePrediction", "VideoPredictions", "VideoSummary", "VideoInfo", "predict_video",

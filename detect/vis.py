@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from detect.api import Prediction
+    from detect.prediction import Prediction
 
 
 def _color(i: int) -> tuple[int, int, int]:

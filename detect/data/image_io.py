@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+ImageInput = str | Path | np.ndarray  # a file, or an HxWx3 BGR uint8 array
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _EXIF_ORIENTATION = 0x0112
 
@@ -80,6 +81,15 @@ def read_image(path: str | Path, max_pixels: int = 100_000_000) -> np.ndarray:
     else:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(img)
+
+
+def load_image(image: ImageInput, max_pixels: int) -> np.ndarray:
+    """A path (read, EXIF-rotated, at most ``max_pixels``) or an HxWx3 BGR uint8 array -> RGB."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 BGR uint8 array, got {image.shape} {image.dtype}")
+        return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
+    return read_image(image, max_pixels)
 
 
 # a marker inside entropy-coded data: 0xFF (fill bytes allowed) not followed by a stuffed 0x00

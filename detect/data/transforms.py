@@ -61,6 +61,12 @@ def letterbox(sample: Sample, size: int) -> Sample:
                    offset=(sample.offset[0] * s, sample.offset[1] * s))
 
 
+def letterbox_image(image: np.ndarray, size: int) -> Sample:
+    """An RGB image letterboxed to ``size`` x ``size`` (``.scale``/``.offset`` map back)."""
+    empty = np.zeros((0, 4), np.float32)
+    return letterbox(Sample(image, empty, np.zeros(0, np.int64), None, empty), size)
+
+
 def hflip(sample: Sample, flip_pairs: tuple[tuple[int, int], ...]) -> Sample:
     """Mirror the image, boxes and keypoints; swap left/right keypoints."""
     w = sample.image.shape[1]

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detect.api import (Detector, ImageInput, Prediction, letterbox_image, load_image,
-                        mask_keypoints)
 from detect.config import ConfigError, PostprocessConfig
 from detect.data.annotations import CategoryMap, KeypointMeta
-from detect.data.transforms import Sample
+from detect.data.image_io import ImageInput, load_image
+from detect.data.transforms import Sample, letterbox_image
 from detect.engine.checkpoint import CheckpointError
 from detect.export.metadata import ExportMeta
+from detect.prediction import Prediction, mask_keypoints
+from detect.video import predict_video
 
 RunGraph = Callable[[np.ndarray], dict[str, np.ndarray]]
 """images [B, 3, S, S] -> the graph's outputs by name."""
@@ -111,7 +112,7 @@ class ExportedDetector:
             out += self._predict_batch([self._load(x) for x in items[i:i + step]])
         return out[0] if single else out
 
-    predict_video = Detector.predict_video  # the same frame loop over this predict()
+    predict_video = predict_video  # `detect.video.predict_video` over this predict()
 
     def _check_params(self) -> None:
         exported = self._exported

@@ -20,11 +20,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from detect.api import Detector, letterbox_image
+from detect.api import Detector
 from detect.cli import export as export_cli
 from detect.cli import infer as infer_cli
 from detect.config import ConfigError, load_config
-from detect.data.transforms import PAD_VALUE
+from detect.data.transforms import PAD_VALUE, letterbox_image
 from detect.engine.checkpoint import CheckpointError, save_checkpoint
 from detect.engine.trainer import Trainer
 from detect.export.onnx import export_onnx, read_meta
