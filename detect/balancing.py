@@ -1,7 +1,7 @@
 """How per-head losses are combined and back-propagated: the one place where head weights live.
 
-Each head returns a dict of ``loss_*`` terms; `head_totals` sums them into one loss per head, and a
-balancer turns those into gradients. Every balancer offers the same three calls:
+Each head returns a dict of ``loss_*`` terms; `head_totals` sums them into one loss per head (or
+per group: `group_losses` can set terms apart), and a balancer turns those into gradients. Every balancer offers the same three calls:
 
 - ``balancer(head_losses) -> Tensor``: the weighted scalar ``sum_h w_h * loss_h`` (for logging,
   or for a plain ``.backward()`` with the strategies that need nothing more);
@@ -29,6 +29,7 @@ Cost per training step, against a plain step's one backward pass (H = number of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -39,8 +40,22 @@ BalanceKind = Literal["fixed", "uncertainty", "loss_norm", "gradnorm", "pcgrad"]
 
 
 def head_totals(losses: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Per head, the sum of its ``loss_*`` terms."""
+    """Per head (or balancing group), the sum of its ``loss_*`` terms."""
     return {head: sum(terms.values()) for head, terms in losses.items()}
+
+
+def group_losses(losses: dict[str, dict[str, Tensor]],
+                 apart: Sequence[str]) -> dict[str, dict[str, Tensor]]:
+    """The balancing groups: each head with its terms, except the terms named in ``apart``
+    (``train.balance_apart``), which form groups of their own, named by the term. A head left
+    without terms is no group. A balancer then weighs a term apart on its own: under
+    ``loss_norm`` it contributes about its base weight whatever its head's other terms do."""
+    groups = {}
+    for head, terms in losses.items():
+        if own := {k: v for k, v in terms.items() if k not in apart}:
+            groups[head] = own
+        groups |= {k: {k: v} for k, v in terms.items() if k in apart}
+    return groups
 
 
 def flat_grad(loss: Tensor, params: list[Tensor], retain_graph: bool = True) -> Tensor:

@@ -168,6 +168,9 @@ class TrainConfig:
     # how head losses are combined (detect/balancing.py); loss_weights are the base weights
     balancing: Literal["fixed", "uncertainty", "loss_norm", "gradnorm", "pcgrad"] = "fixed"
     balancing_ema: float = 0.99  # loss_norm: EMA momentum of each head's loss magnitude
+    # loss terms balanced as groups of their own (named by the term) instead of inside their
+    # head's total, e.g. [loss_kpt_side] (docs/KEYPOINTS.md); loss_weights may name them too
+    balance_apart: tuple[str, ...] = ()
     gradnorm_alpha: float = 1.5
     gradnorm_lr: float = 0.025
     grad_diagnostics_every: int = 0  # optimiser steps between gradient-conflict measurements
@@ -425,10 +428,16 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
     if cfg.model.matcher.kind == "atss" and (
             len(cfg.model.anchors.ratios) * len(cfg.model.anchors.scales) != 1):
         pass  # allowed: ATSS works with several anchors per location, just slower
+    for term in cfg.train.balance_apart:
+        if not term.startswith("loss_") or term == "loss":
+            raise ConfigError(f"{_where('train.balance_apart', origin)}: '{term}' is not a loss "
+                              "term's name (loss_cls, loss_kpt_side, ...: the keys the heads log)")
+    groups = (*typing.get_args(HeadName), *cfg.train.balance_apart)
     for name, value in cfg.train.loss_weights.items():
-        if name not in typing.get_args(HeadName):
+        if name not in groups:
             raise ConfigError(f"{_where('train.loss_weights', origin)}: 'train.loss_weights' has "
-                              f"unknown head '{name}' (heads: cls, box, keypoints)")
+                              f"unknown head '{name}' (heads: cls, box, keypoints, and the terms "
+                              "of train.balance_apart)")
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{_where('train.loss_weights', origin)}: weight of '{name}' must "
                               f"be a finite number >= 0")

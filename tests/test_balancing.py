@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from detect.balancing import (FixedWeights, GradNorm, LossNormWeighting, PCGrad,
-                              UncertaintyWeighting, build_balancer, flat_grad, head_totals,
+                              UncertaintyWeighting, build_balancer, flat_grad, group_losses,
+                              head_totals,
                               pcgrad_project)
 
 
@@ -53,6 +54,27 @@ def test_head_totals():
     t = head_totals({"a": {"loss_x": torch.tensor(1.0), "loss_y": torch.tensor(2.5)},
                      "b": {"loss_z": torch.tensor(4.0)}})
     assert {h: float(v) for h, v in t.items()} == {"a": 3.5, "b": 4.0}
+
+
+def test_group_losses_sets_terms_apart_and_loss_norm_weighs_them_on_their_own():
+    losses = {"cls": {"loss_cls": torch.tensor(1.0)},
+              "keypoints": {"loss_kpt": torch.tensor(3.0), "loss_kpt_side": torch.tensor(1.0)}}
+    groups = group_losses(losses, ("loss_kpt_side",))
+    assert {g: {k: float(v) for k, v in t.items()} for g, t in groups.items()} == {
+        "cls": {"loss_cls": 1.0}, "keypoints": {"loss_kpt": 3.0},
+        "loss_kpt_side": {"loss_kpt_side": 1.0}}
+    assert group_losses(losses, ()) == losses
+    assert set(group_losses({"cls": {"loss_cls": torch.tensor(1.0)}}, ("loss_cls",))) == {"loss_cls"}
+    # together the side term gets 1/4 of the keypoint head's one unit; apart, a unit of its own
+    together = LossNormWeighting(["cls", "keypoints"])
+    apart = LossNormWeighting(["cls", "keypoints", "loss_kpt_side"])
+    side = torch.tensor(1.0, requires_grad=True)
+    losses["keypoints"]["loss_kpt_side"] = side
+    together(head_totals(losses)).backward()
+    assert float(side.grad) == pytest.approx(1 / 4)
+    side.grad = None
+    apart(head_totals(group_losses(losses, ("loss_kpt_side",)))).backward()
+    assert float(side.grad) == pytest.approx(1.0)
 
 
 def test_fixed_weights_reproduce_weighted_sum_and_gradient():

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from detect.balancing import build_balancer, head_totals
+from detect.balancing import build_balancer, group_losses, head_totals
 from detect.config import (Config, config_to_dict, keypoint_sigmas, model_keypoints,
                            resolve_keypoints, save_config)
 from detect.data.annotations import CategoryMap, KeypointMeta
@@ -155,7 +155,9 @@ class Trainer:
         t = cfg.train
         if self.world > 1 and t.balancing in ("gradnorm", "pcgrad"):
             raise TrainingError(f"train.balancing={t.balancing} runs single-process only")
-        self.balancer = build_balancer(t.balancing, list(self.heads), t.loss_weights,
+        # balancing groups: the trained heads, then the loss terms set apart
+        self.groups = (*self.heads, *t.balance_apart)
+        self.balancer = build_balancer(t.balancing, list(self.groups), t.loss_weights,
                                        ema_momentum=t.balancing_ema, gradnorm_alpha=t.gradnorm_alpha,
                                        gradnorm_lr=t.gradnorm_lr, seed=t.seed).to(self.device)
         self.optimizer = _build_optimizer(cfg, self.model)
@@ -317,13 +319,15 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None):
             out = model(batch.images)
-        losses = self.model.losses(out, batch.targets, self.heads)
+        t = self.cfg.train
+        losses = group_losses(self.model.losses(out, batch.targets, self.heads), t.balance_apart)
+        if set(losses) != set(self.groups):
+            raise TrainingError(_group_mismatch(self.groups, losses, t.balance_apart))
         totals = head_totals(losses)
         for head, value in totals.items():
             if not torch.isfinite(value):
                 raise TrainingError(f"non-finite loss at step {self.state.step + 1}: head "
                                     f"'{head}' ({', '.join(f'{k}={v.item():.4g}' for k, v in losses[head].items())})")
-        t = self.cfg.train
         if (t.grad_diagnostics_every and self.state.step % t.grad_diagnostics_every == 0
                 and self.state.batch_in_epoch % t.accumulate == 0 and len(totals) > 1):
             self.last_grad_stats = head_gradient_stats(totals, self.shared_params)
@@ -402,6 +406,18 @@ def _format_conflicts(summary: dict) -> str:
     for head, v in summary["heads"].items():
         lines.append(f"  {head:24s} mean grad norm {v['mean_grad_norm']:.4g}")
     return "\n".join(lines)
+
+
+def _group_mismatch(expected: tuple[str, ...], losses: dict[str, dict[str, Tensor]],
+                    apart: tuple[str, ...]) -> str:
+    """The one-line error for balancing groups that do not match the losses the heads return."""
+    terms = sorted(k for g in losses.values() for k in g)
+    missing = [k for k in apart if k not in losses]
+    if missing:
+        return (f"train.balance_apart: no trained head returns {', '.join(missing)} (the terms: "
+                f"{', '.join(terms)})")
+    empty = [h for h in expected if h not in losses]
+    return f"train.balance_apart leaves head(s) {', '.join(empty)} without a loss term of their own"
 
 
 def _freeze_parts(model: MultiHeadDetector, parts: tuple[str, ...]) -> None:

@@ -2,13 +2,14 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from detect import Detector
-from detect.config import load_config
+from detect.config import ConfigError, load_config
 from detect.engine.checkpoint import load_checkpoint
 from detect.engine.init_from import init_from_checkpoint
-from detect.engine.trainer import Trainer
+from detect.engine.trainer import Trainer, TrainingError
 from detect.models.build import build_model
 
 BOX_ONLY = ["train.heads=[cls,box]"]  # the keypoint config stays: the head is simply not built
@@ -83,3 +84,21 @@ def test_diagnostics_and_balancing_are_logged(tiny_overrides, tmp_path):
     assert all(-1 <= c <= 1 for c in steps[0]["grad_cosine"].values())
     summary = [x for x in lines if "grad_conflict_summary" in x]
     assert summary and summary[0]["grad_conflict_summary"]["pairs"]["cls|box"]["samples"] == 2
+
+
+def test_a_loss_term_balanced_apart_is_a_group_of_its_own(tiny_overrides, tmp_path):
+    t = trainer(tiny_overrides, tmp_path / "a", "train.max_steps=1", "train.balancing=loss_norm",
+                "train.balance_apart=[loss_kpt_vis]", "train.grad_diagnostics_every=1",
+                "train.log_every=1")
+    t.train()
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    step = next(x for x in lines if "loss_cls" in x)
+    assert set(step["balance_weights"]) == {"cls", "box", "keypoints", "loss_kpt_vis"}
+    assert set(step["grad_norm"]) == {"cls", "box", "keypoints", "loss_kpt_vis"}
+    assert "loss_kpt_vis" in step and "loss_kpt" in step  # every term still logged
+    bad = trainer(tiny_overrides, tmp_path / "b", "train.max_steps=1",
+                  "train.balance_apart=[loss_kpt_elbow]")
+    with pytest.raises(TrainingError, match="no trained head returns loss_kpt_elbow"):
+        bad.train()
+    with pytest.raises(ConfigError, match="'keypoints' is not a loss term"):
+        trainer(tiny_overrides, tmp_path / "c", "train.balance_apart=[keypoints]")
