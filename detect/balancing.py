@@ -1,7 +1,8 @@
 """How per-head losses are combined and back-propagated: the one place where head weights live.
 
-Each head returns a dict of ``loss_*`` terms; `head_totals` sums them into one loss per head (or
-per group: `group_losses` can set terms apart), and a balancer turns those into gradients. Every balancer offers the same three calls:
+Each head returns a dict of ``loss_*`` terms; `head_totals` sums them into one loss per head
+(or per group: `group_losses` can set terms apart), and a balancer turns those into gradients.
+Every balancer offers the same three calls:
 
 - ``balancer(head_losses) -> Tensor``: the weighted scalar ``sum_h w_h * loss_h`` (for logging,
   or for a plain ``.backward()`` with the strategies that need nothing more);

@@ -428,6 +428,19 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
     if cfg.model.matcher.kind == "atss" and (
             len(cfg.model.anchors.ratios) * len(cfg.model.anchors.scales) != 1):
         pass  # allowed: ATSS works with several anchors per location, just slower
+    h = cfg.model.heads
+    if h.tower_depth < 0 or (h.keypoint_tower_depth or 0) < 0 or (
+            h.keypoint_tower_channels is not None and h.keypoint_tower_channels < 1):
+        raise ConfigError(f"{_where('model.heads', origin)}: model.heads.tower_depth and "
+                          "keypoint_tower_depth must be >= 0, keypoint_tower_channels >= 1 (or "
+                          "null: the FPN's channels)")
+    own = [k for k in ("keypoint_tower_depth", "keypoint_tower_channels")
+           if getattr(h, k) is not None]
+    if h.share_tower and own:
+        raise ConfigError(f"{_where('model.heads', origin)}: model.heads.{own[0]} needs the "
+                          "keypoint head's own tower (share_tower false)")
+    if len(set(cfg.train.balance_apart)) != len(cfg.train.balance_apart):
+        raise ConfigError(f"{_where('train.balance_apart', origin)}: a loss term is named twice")
     for term in cfg.train.balance_apart:
         if not term.startswith("loss_") or term == "loss":
             raise ConfigError(f"{_where('train.balance_apart', origin)}: '{term}' is not a loss "

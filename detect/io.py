@@ -1,9 +1,12 @@
 """Files written atomically: a temporary file beside the target, flushed, synced, then renamed
 over it. Readers see the old file or the new one, never a partial one; an interrupted write
-leaves the old file and no temporary behind. Below every other module (the engine, the data
-reports, the exporters and the CLIs all write through it)."""
+leaves the old file and no temporary behind. Below every other module: checkpoints, configs,
+predictions, metrics, exports, converted labels, dataset reports and charts are written through it
+(appended logs, drawings and plots are not: they are views, rewritten by the next run)."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -11,13 +14,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-FILE_MODE = 0o644  # what a plain `open(path, "w")` gives under the usual umask (mkstemp: 0600)
+
+def _plain_file_mode() -> int:
+    """What ``open(path, "w")`` would give a new file under this process's umask (mkstemp's
+    temporary files are 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it over
     ``path`` (parent folders created). OSError propagates; the temporary file is removed."""
     path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -25,10 +36,10 @@ def atomic_write_bytes(path: str | Path, write: Callable[[IO[bytes]], Any]) -> N
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, _plain_file_mode())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):  # the write's own error is the one to report
             os.unlink(tmp)
         raise
 

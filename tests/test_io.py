@@ -1,6 +1,7 @@
 """Atomic file writing: all or nothing, no temporary left behind, a plain file's permissions."""
 import json
 import math
+import os
 import stat
 
 import pytest
@@ -27,7 +28,11 @@ def test_written_files_are_readable_by_others_and_json_has_no_nan(tmp_path):
     path = tmp_path / "t.txt"
     atomic_write_text(path, "héllo")
     assert path.read_text(encoding="utf-8") == "héllo"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+    with pytest.raises(NotADirectoryError, match="Not a directory"):
+        atomic_write_text(path / "under_a_file.txt", "x")
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "nan.json", {"AP": math.nan})
     assert not (tmp_path / "nan.json").exists()

@@ -494,6 +494,9 @@ def _check_compatible(ckpt: dict, cfg: Config, categories: CategoryMap,
         diff = ", ".join(_config_diff(old.model, cfg.model, "model"))
         raise CheckpointError(f"{path}: the checkpoint's model config differs from this config "
                               f"({diff})")
+    if old.train.balance_apart != cfg.train.balance_apart:  # the balancer's state is per group
+        raise CheckpointError(f"{path}: the checkpoint was trained with train.balance_apart "
+                              f"{list(old.train.balance_apart)}, not {list(cfg.train.balance_apart)}")
     if old.train.seed != cfg.train.seed:
         print(f"warning: resuming {path} with train.seed {cfg.train.seed} (was {old.train.seed}):"
               " the run will not repeat the original")

@@ -7,7 +7,7 @@ import torch
 
 from detect import Detector
 from detect.config import ConfigError, load_config
-from detect.engine.checkpoint import load_checkpoint
+from detect.engine.checkpoint import CheckpointError, load_checkpoint
 from detect.engine.init_from import init_from_checkpoint
 from detect.engine.trainer import Trainer, TrainingError
 from detect.models.build import build_model
@@ -102,3 +102,12 @@ def test_a_loss_term_balanced_apart_is_a_group_of_its_own(tiny_overrides, tmp_pa
         bad.train()
     with pytest.raises(ConfigError, match="'keypoints' is not a loss term"):
         trainer(tiny_overrides, tmp_path / "c", "train.balance_apart=[keypoints]")
+    with pytest.raises(ConfigError, match="named twice"):
+        trainer(tiny_overrides, tmp_path / "c", "train.balance_apart=[loss_kpt,loss_kpt]")
+    box_only = trainer(tiny_overrides, tmp_path / "d", "train.max_steps=1",
+                       "train.heads=[cls,box]", "train.balance_apart=[loss_box]")
+    with pytest.raises(TrainingError, match="leaves head.s. box without a loss term"):
+        box_only.train()
+    again = tmp_path / "a" / "last.pt"
+    with pytest.raises(CheckpointError, match="balance_apart"):
+        trainer(tiny_overrides, tmp_path / "e", "train.max_steps=2", resume=again)

@@ -119,15 +119,25 @@ def test_keypoint_tower_depth_is_its_own_setting(depth, expected):
 
 def test_keypoint_tower_can_be_narrower_than_the_features():
     model = tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.keypoint_handedness": "true",
-                          "heads.keypoint_field": "true"})
+                          "heads.keypoint_field": "true", "heads.tower_depth": 2,
+                          "heads.norm": "bn"})
     head = model.heads["keypoints"]
-    assert [(c.in_channels, c.out_channels) for c in head.tower.convs] == [(32, 8)]
+    assert [(c.in_channels, c.out_channels) for c in head.tower.convs] == [(32, 8), (8, 8)]
+    assert all(n.num_features == 8 for level in head.tower.norms for n in level)
     assert head.predictor.in_channels == head.map_predictor.in_channels == 8
-    out = model(torch.randint(0, 255, (1, 3, 128, 128), dtype=torch.uint8))
+    out = model(torch.randint(0, 255, (1, 3, 256, 256), dtype=torch.uint8))  # BN: 2x2 on P7
     assert out.preds["keypoints"].shape[-1] == head.outputs_per_anchor == 17 * 3 + 2 * 17
     assert all(torch.isfinite(v).all() for v in model.losses(out, [empty_target()])["keypoints"].values())
     with pytest.raises(ConfigError, match="keypoint_tower_channels needs"):
         tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.share_tower": "true"})
+    with pytest.raises(ConfigError, match="keypoint_tower_depth needs"):
+        tiny_model(**{"heads.keypoint_tower_depth": 1, "heads.share_tower": "true"})
+    with pytest.raises(ConfigError, match="keypoint_tower_channels needs a keypoint tower depth"):
+        tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.keypoint_tower_depth": 0})
+    for bad in ({"heads.keypoint_tower_depth": -1}, {"heads.keypoint_tower_channels": 0},
+                {"heads.tower_depth": -2}):
+        with pytest.raises(ConfigError, match="must be >= 0"):
+            tiny_model(**bad)
 
 
 def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
