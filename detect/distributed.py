@@ -1,4 +1,4 @@
-"""Loss normalisation under distributed data parallel training.
+"""Loss normalisation under distributed data parallel training, and the process group itself.
 
 Under DDP each rank computes its losses on its share of the global batch and the gradients are
 averaged over the ranks. Losses divided by the number of positives of the rank's own share would
@@ -10,6 +10,9 @@ do for the focal loss.
 """
 from __future__ import annotations
 
+import os
+
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -31,3 +34,29 @@ def loss_normalizers(counts: Tensor) -> Tensor:
     total = counts.clone()
     dist.all_reduce(total)
     return total.clamp(min=1) / world
+
+
+def local_rank() -> int:
+    """This process's GPU index under torchrun (0 without it)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size): the process group of a torchrun launch (NCCL on GPU, gloo on CPU),
+    joined once; (0, 1) without one."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank())
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group (after a barrier), if any."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -6,31 +6,28 @@ point, no process management of our own. Only rank 0 logs, evaluates and writes 
 from __future__ import annotations
 
 import math
-import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from detect.balancing import build_balancer, group_losses, head_totals
-from detect.config import (Config, config_to_dict, keypoint_sigmas, model_keypoints,
-                           resolve_keypoints, save_config)
-from detect.data.annotations import CategoryMap, KeypointMeta
+from detect.config import Config, keypoint_sigmas, model_keypoints, resolve_keypoints, save_config
 from detect.data.build import EpochSampler, build_dataset, build_loader
-from detect.engine.checkpoint import (CheckpointError, load_checkpoint, load_weights,
-                                      save_checkpoint, stored_config)
+from detect.distributed import cleanup_distributed, init_distributed, local_rank
+from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from detect.engine.ema import ModelEMA
 from detect.engine.grad_diagnostics import ConflictSummary, head_gradient_stats
 from detect.engine.inference import evaluate_model
 from detect.engine.init_from import init_model
 from detect.engine.logging import MetricsLogger
+from detect.engine.run_state import (check_compatible, checkpoint_meta, rng_state, seed_everything,
+                                     set_rng_state)
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
 from detect.models.build import build_model
@@ -50,40 +47,6 @@ class TrainState:
     best: float = -math.inf
 
 
-def checkpoint_meta(cfg: Config, categories: CategoryMap, kmeta: KeypointMeta | None) -> dict:
-    """What a checkpoint needs besides weights to rebuild and use the model."""
-    meta: dict[str, Any] = {"config": config_to_dict(cfg), "categories": categories.to_dict()}
-    if kmeta is not None and model_keypoints(cfg):
-        meta["keypoints"] = {"names": list(kmeta.names),
-                             "skeleton": [list(p) for p in kmeta.skeleton],
-                             "flip_pairs": [list(p) for p in kmeta.flip_pairs],
-                             "category_ids": list(kmeta.category_ids),
-                             "sigmas": list(keypoint_sigmas(cfg.model.heads))}
-    return meta
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].copy()),
-            "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1]),
-            "python_version": random.getstate()[0]}
-
-
-def _set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(("MT19937", s["numpy_keys"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
-    random.setstate((s["python_version"], tuple(s["python"]), None))
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: str | Path | None = None,
                  device: str | None = None, show_progress: bool = True,
@@ -94,8 +57,8 @@ class Trainer:
         self.cfg = self.cfg_requested = cfg  # cfg: keypoint settings resolved from the data
         self.quiet = quiet
         self.out = Path(out_dir)
-        self.rank, self.world = _init_distributed()
-        self.device = torch.device(device or (f"cuda:{_local_rank()}" if torch.cuda.is_available()
+        self.rank, self.world = init_distributed()
+        self.device = torch.device(device or (f"cuda:{local_rank()}" if torch.cuda.is_available()
                                               else "cpu"))
         self.show_progress = show_progress and not quiet and self.rank == 0
         seed_everything(cfg.train.seed + self.rank, cfg.train.deterministic)
@@ -191,7 +154,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "balancer": self.balancer.state_dict(),
             "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "best": s.best,
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }
         state.update(checkpoint_meta(self.cfg, self.categories, self.kmeta))
         return state
@@ -202,7 +165,7 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
-        _check_compatible(ckpt, self.cfg, self.categories, self.kmeta, path)
+        check_compatible(ckpt, self.cfg, self.categories, self.kmeta, path)
         load_weights(self.model, ckpt["model"], path)
         try:
             self._restore(ckpt)
@@ -220,7 +183,7 @@ class Trainer:
         if ckpt.get("balancer") is not None:
             self.balancer.load_state_dict(ckpt["balancer"])
         self.state = TrainState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["best"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
 
     # ------------------------------------------------------------------ loop
     def train(self, stop_at: int | None = None) -> dict:
@@ -247,7 +210,7 @@ class Trainer:
         if s.step < self.total_steps:  # stopped early on request
             self.save("last.pt")
             self._report_skipped()
-            _cleanup_distributed()
+            cleanup_distributed()
             return {}
         metrics = self.evaluate_and_save()
         self.save("last.pt")
@@ -257,7 +220,7 @@ class Trainer:
             if not self.quiet:
                 tqdm.write(_format_conflicts(summary))
         self._report_skipped()
-        _cleanup_distributed()
+        cleanup_distributed()
         return metrics
 
     def _report_skipped(self) -> None:
@@ -476,67 +439,5 @@ def _build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
             return torch.optim.AdamW(groups, lr=t.lr)
 
 
-def _check_compatible(ckpt: dict, cfg: Config, categories: CategoryMap,
-                      kmeta: KeypointMeta | None, path: Path) -> None:
-    """Resuming needs the same classes, keypoints and model; other changes are warned about."""
-    old = stored_config(ckpt, path)
-    old_cats = CategoryMap.from_dict(ckpt["categories"])
-    if old_cats != categories:
-        raise CheckpointError(
-            f"{path}: the checkpoint's classes differ from the training data's "
-            f"({old_cats.num_classes} vs {categories.num_classes}: {list(old_cats.names)[:5]} vs "
-            f"{list(categories.names)[:5]})")
-    old_kpts = (ckpt.get("keypoints") or {}).get("names")
-    if old_kpts is not None and kmeta is not None and tuple(old_kpts) != kmeta.names:
-        raise CheckpointError(f"{path}: the checkpoint's keypoints {old_kpts} differ from the "
-                              f"training data's {list(kmeta.names)}")
-    if old.model != cfg.model:
-        diff = ", ".join(_config_diff(old.model, cfg.model, "model"))
-        raise CheckpointError(f"{path}: the checkpoint's model config differs from this config "
-                              f"({diff})")
-    if old.train.balance_apart != cfg.train.balance_apart:  # the balancer's state is per group
-        raise CheckpointError(f"{path}: the checkpoint was trained with train.balance_apart "
-                              f"{list(old.train.balance_apart)}, not {list(cfg.train.balance_apart)}")
-    if old.train.seed != cfg.train.seed:
-        print(f"warning: resuming {path} with train.seed {cfg.train.seed} (was {old.train.seed}):"
-              " the run will not repeat the original")
-    if old != cfg:
-        print(f"warning: resuming {path} with a config that differs from the checkpoint's: "
-              + ", ".join(_config_diff(old, cfg)))
-
-
-def _config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every dotted key whose value differs."""
-    a, b = config_to_dict(old), config_to_dict(new)
-
-    def walk(x: Any, y: Any, key: str) -> list[str]:
-        if isinstance(x, dict) and isinstance(y, dict):
-            return [d for k in x for d in walk(x[k], y.get(k), f"{key}.{k}" if key else k)]
-        return [] if x == y else [f"{key}: {x!r} -> {y!r}"]
-    return walk(a, b, prefix)
-
-
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-
-
-def _local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
-def _init_distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(_local_rank())
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _cleanup_distributed() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

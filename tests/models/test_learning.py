@@ -6,7 +6,7 @@ from detect.balancing import build_balancer
 from detect.config import load_config
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.engine.inference import evaluate_model
-from detect.engine.trainer import seed_everything
+from detect.engine.run_state import seed_everything
 from detect.evaluation.mean_pose import add_mean_pose, mean_pose
 from detect.models.build import build_model
 
