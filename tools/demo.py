@@ -53,7 +53,7 @@ def main() -> int:
     print(f"== evaluating {ckpt} on {d / 'val'}")
     rc = eval_cli.main(["--checkpoint", str(ckpt), "--images", str(d / "val"), "--annotations",
                         str(d / "annotations/val.json"), "--out", str(run / "metrics.json"),
-                        "--mean-pose", str(d / "annotations/train.json")])
+                        "--mean-pose", str(d / "annotations/train.json"), "--oracle-handedness"])
     if rc:
         return rc
     print(f"== drawing predictions -> {run / 'vis'}")

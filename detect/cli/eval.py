@@ -12,7 +12,9 @@ read are listed on stderr (``skipped image: <file>: <reason>``) and their object
 
 ``--mean-pose TRAIN_JSON`` evaluates the same detections a second time with the training set's
 mean pose placed in each box (`detect.evaluation.mean_pose`): the keypoint head's floor, printed
-as ``keypoints_mean_pose`` with the ``keypoint_margin`` over it.
+as ``keypoints_mean_pose`` with the ``keypoint_margin`` over it. ``--oracle-handedness``
+evaluates them with each pose's left/right pairs on the side that fits its ground truth
+(`detect.evaluation.handedness`): ``keypoints_oracle`` and the ``handedness_gap``.
 
 Prints a per-head table (and, with ``--out``, where the metrics went); ``--out`` writes the metrics
 dict as JSON (atomically). A progress bar on stderr (a terminal only) counts the images predicted;
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from detect.data.annotations import merge_coco
 from detect.evaluation import evaluate, format_table, load_predictions
+from detect.evaluation.handedness import add_oracle_handedness
 from detect.evaluation.mean_pose import MeanPose, add_mean_pose, mean_pose
 from detect.io import atomic_write_json
 
@@ -55,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--mean-pose", type=Path, nargs="+", metavar="TRAIN_JSON",
         help="also evaluate the same detections with the mean pose of these (training) annotation "
              "files in each box instead of the predicted keypoints, and print the margin")
+    parser.add_argument(
+        "--oracle-handedness", action="store_true",
+        help="also evaluate the same detections with each pose's left/right pairs on the side "
+             "that fits its ground truth, and print the gap: what the handedness decision costs")
     parser.add_argument("--quiet", action="store_true", help="no table, no progress bar")
     return parser
 
@@ -143,6 +150,12 @@ def run_evaluation(args: argparse.Namespace, gt: dict, predictions: list[dict]) 
             metrics = add_mean_pose(metrics, gt, predictions, pose, args.backend, args.kpt_sigmas)
         except ValueError as e:
             raise CliError(f"{args.mean_pose[0]}: {e}") from None
+    if args.oracle_handedness:
+        try:
+            metrics = add_oracle_handedness(metrics, gt, predictions, args.backend,
+                                            args.kpt_sigmas)
+        except ValueError as e:
+            raise CliError(f"{args.annotations[0]}: {e}") from None
     return metrics
 
 

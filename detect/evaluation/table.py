@@ -9,12 +9,14 @@ Example (COCO stats shown in %, "-" where COCO has no ground truth)::
     keypoints            50.3  ...
     keypoints_mean_pose  12.1  ...     (with --mean-pose: the same boxes, the mean pose)
     keypoint_margin     +38.2  ...
+    keypoints_oracle     58.1  ...     (with --oracle-handedness: each pose on its best side)
+    handedness_gap       +7.8  ...
     classification       accuracy_on_matched 91.2 (523 matched)
 """
 from __future__ import annotations
 
 HEAD_WIDTH = 20
-SIGNED_ROWS = ("keypoint_margin",)  # differences, not COCO stats: negative is a value, not "-"
+SIGNED_ROWS = ("keypoint_margin", "handedness_gap")  # differences, not COCO stats: negative is a value, not "-"
 COLUMN_WIDTH = 6
 
 
