@@ -439,6 +439,10 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
     if h.share_tower and own:
         raise ConfigError(f"{_where('model.heads', origin)}: model.heads.{own[0]} needs the "
                           "keypoint head's own tower (share_tower false)")
+    depth = h.tower_depth if h.keypoint_tower_depth is None else h.keypoint_tower_depth
+    if h.keypoint_tower_channels is not None and depth == 0:
+        raise ConfigError(f"{_where('model.heads', origin)}: model.heads.keypoint_tower_channels "
+                          "needs a keypoint tower depth above 0")
     if len(set(cfg.train.balance_apart)) != len(cfg.train.balance_apart):
         raise ConfigError(f"{_where('train.balance_apart', origin)}: a loss term is named twice")
     for term in cfg.train.balance_apart:

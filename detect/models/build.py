@@ -97,10 +97,7 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
                   if h.keypoint_field else None)
         pairs = flip_pairs if h.keypoint_handedness else ()
         depth = h.tower_depth if h.keypoint_tower_depth is None else h.keypoint_tower_depth
-        kpt_tower = tower(depth, h.keypoint_tower_channels or channels)
-        if h.keypoint_tower_channels and kpt_tower is None:  # share_tower: the config's check
-            raise ConfigError("model.heads.keypoint_tower_channels needs a keypoint tower depth "
-                              "above 0")
+        kpt_tower = tower(depth, h.keypoint_tower_channels or channels)  # settings: config checks
         width = channels if kpt_tower is None else kpt_tower.channels
         heads["keypoints"] = KeypointHead(width, per_loc, num_keypoints, kpt_tower, coder,
                                           sigmas,
