@@ -73,7 +73,8 @@ class Detector:
                     device: str | torch.device = "cpu") -> "Detector":
         """Random initialisation; class names default to ``class0..`` (model.num_classes).
         With no data to read them from, K is ``model.heads.num_keypoints``, else the number of
-        ``keypoint_sigmas``, else COCO's 17; keypoints are named ``kp0..``."""
+        ``keypoint_sigmas``, else COCO's 17; keypoints are named ``kp0..`` and their left/right
+        pairs (handedness, flipping) are ``data.flip_pairs`` (none when unset)."""
         cfg = load_config(path, list(overrides))
         heads = cfg.model.heads
         k = heads.num_keypoints
@@ -86,8 +87,11 @@ class Detector:
         names = tuple(categories) if categories else tuple(f"class{i}" for i in range(n))
         cmap = CategoryMap(tuple(range(1, n + 1)), names)
         k = model_keypoints(cfg)
-        kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k))) if k else None
-        return cls(build_model(cfg.model, n, k), cfg, cmap, kmeta, device)
+        pairs = cfg.data.flip_pairs or () if k else ()
+        if any(not (0 <= i < k) for pair in pairs for i in pair):
+            raise ValueError(f"data.flip_pairs {list(pairs)} is out of range for {k} keypoints")
+        kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k)), flip_pairs=pairs) if k else None
+        return cls(build_model(cfg.model, n, k, flip_pairs=pairs), cfg, cmap, kmeta, device)
 
     @classmethod
     def from_torchvision(cls, source: str | Path, image_size: int | None = None,

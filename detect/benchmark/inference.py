@@ -10,6 +10,8 @@ import torchvision
 
 from detect.benchmark import peers
 from detect.benchmark.common import Options, Row, setup, speed_row, time_interleaved
+from detect.data.annotations import flip_pairs_from_names
+from detect.data.synthetic import KEYPOINT_NAMES
 
 RETINANET = "configs/retinanet_r50_fpn_coco.yaml"
 LIGHT = "configs/light_lite0_coco.yaml"
@@ -114,7 +116,10 @@ def keypoint_cost(opts: Options) -> list[Row]:
     model's, so the keypoints decoded per image are few, as in use."""
     setup(opts)
     image = peers.source_image(320)
-    weights = ("model.backbone.weights=null",)  # the same network either way; weights irrelevant
+    # the same network either way, weights irrelevant; the sample figure's left/right pairs, so
+    # that the head has its handedness logit as in the demo
+    pairs = [list(pair) for pair in flip_pairs_from_names(KEYPOINT_NAMES)]
+    weights = ("model.backbone.weights=null", f"data.flip_pairs={pairs}")
     with_kpts = peers.ours(DEMO, 320, 13, "prior", opts.device, weights)
     box_only = peers.ours(DEMO, 320, 0, "prior", opts.device, weights)
     times = time_interleaved({"ours": lambda: with_kpts.predict(image),

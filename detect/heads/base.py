@@ -107,9 +107,15 @@ class Head(nn.Module):
 
     def forward(self, features: list[Tensor]) -> Tensor:
         """features: per level [B, F, H_l, W_l] -> [B, A, D]."""
-        if self.tower is not None:
-            features = self.tower(features)
-        return flatten_levels([self.predictor(f) for f in features], self.outputs_per_anchor)
+        return self.predict(self.tower_features(features))
+
+    def tower_features(self, features: list[Tensor]) -> list[Tensor]:
+        """What the predictor reads: the tower's output per level (the features without one)."""
+        return features if self.tower is None else self.tower(features)
+
+    def predict(self, tower_features: list[Tensor]) -> Tensor:
+        """`tower_features` per level -> [B, A, D]."""
+        return flatten_levels([self.predictor(f) for f in tower_features], self.outputs_per_anchor)
 
     def loss(self, pred: Tensor, matches: Matches) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -17,7 +17,10 @@ cannot yet see; regressed directly, each pair then collapses onto its midpoint (
 the two answers). With handedness the head regresses every left/right pair as (image-left,
 image-right), a geometry the image shows, and predicts one logit per object for "its left
 keypoints lie on the image's right" (a person facing the camera); decoding swaps the pairs back
-where that logit is positive (`swap_pairs`)."""
+where that logit is positive (`swap_pairs`). The logit may come from the classification tower
+from a second tower of the keypoint head (``side_tower``) or from the classification tower
+(``side_channels``), option ``model.heads.keypoint_side_tower``: there it does not compete with
+the positions for a (then narrower) keypoint tower."""
 from __future__ import annotations
 
 import math
@@ -51,6 +54,11 @@ def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
     return spread > 0, spread != 0
 
 
+def scale_grad(x: Tensor, scale: float) -> Tensor:
+    """``x`` unchanged in the forward pass; its gradient multiplied by ``scale`` in backward."""
+    return x * scale + x.detach() * (1.0 - scale)
+
+
 def swap_pairs(x: Tensor, swap: Tensor, where: Tensor) -> Tensor:
     """``x`` [..., K, D] with every keypoint exchanged with its partner (``swap`` [K], from
     `detect.structures.partner_index`) in the rows where ``where`` [...] is True."""
@@ -79,6 +87,11 @@ class KeypointHead(Head):
     the finest level's cells within reach of a joint, times ``field_weight``; targets in image
     order with handedness). With no contributing positive all are
     ``0 * pred.sum()``: zero, finite, and still connected to the graph.
+
+    With ``side_tower`` or ``side_channels`` the handedness logit has a 3x3 ``side_predictor`` of
+    its own that reads the side tower's output, or ``side_features`` (another head's tower output
+    with that many channels), and ``predictor`` has 3K outputs; the prediction's layout is the
+    same.
     """
 
     name = "keypoints"
@@ -88,15 +101,28 @@ class KeypointHead(Head):
                  heatmap_groups: list[int] | None = None,
                  handedness_pairs: tuple[tuple[int, int], ...] = (), side_weight: float = 1.0,
                  field_groups: list[int] | None = None, field_weight: float = 1.0,
-                 prior_prob: float = 0.01) -> None:
+                 prior_prob: float = 0.01, side_channels: int | None = None,
+                 side_grad: float = 1.0, side_tower: Tower | None = None) -> None:
         groups, fields = heatmap_groups or [], field_groups or []
         sides = 1 if handedness_pairs else 0
+        if side_tower is not None:
+            side_channels = side_tower.channels
+        if side_channels is not None and not sides:
+            raise ValueError("a handedness predictor of its own needs handedness_pairs")
         num_maps = len(set(groups)) + 2 * len(set(fields))
-        # the predictor computes 3K + S outputs on every level; the maps, read on the finest level
-        # only, have their own small predictor there (`forward`)
-        super().__init__(in_channels, num_anchors, num_keypoints * 3 + sides, tower)
-        self.outputs_per_anchor += num_maps
+        # the predictor computes 3K + S outputs on every level (3K when the handedness logit has a
+        # predictor of its own); the maps, read on the finest level only, have their own small
+        # predictor there (`forward`)
+        own_sides = 0 if side_channels is not None else sides
+        super().__init__(in_channels, num_anchors, num_keypoints * 3 + own_sides, tower)
+        self.outputs_per_anchor += num_maps + sides - own_sides
         self.map_predictor = predictor_conv(in_channels, num_maps) if num_maps else None
+        # the handedness logit from a tower of its own, or from another head's (`forward`'s
+        # side_features)
+        self.side_tower = side_tower
+        self.side_predictor = (predictor_conv(side_channels, num_anchors)
+                               if side_channels is not None else None)
+        self.side_grad = side_grad
         if len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} sigmas for {num_keypoints} keypoints")
         for what, g in (("heatmaps", groups), ("offset fields", fields)):
@@ -125,17 +151,32 @@ class KeypointHead(Head):
         # [C] bool: the classes whose detections carry keypoints (`set_classes`; default all)
         self.register_buffer("classes", torch.ones(0, dtype=torch.bool), persistent=False)
 
-    def forward(self, features: list[Tensor]) -> Tensor:
+    def forward(self, features: list[Tensor],
+                side_features: list[Tensor] | None = None) -> Tensor:
         """features: per level [B, C, H_l, W_l] -> [B, A, 3K + S + J + 2F]; the J + 2F map
-        channels are predicted on the finest level and zero on the others (never read there)."""
-        if self.map_predictor is None:
-            return super().forward(features)
+        channels are predicted on the finest level and zero on the others (never read there).
+
+        With a side tower the handedness logit is computed from its output on ``features``; with
+        a side predictor only (``side_channels``), from ``side_features`` (per level
+        [B, C_s, H_l, W_l]: the classification tower's output, see `MultiHeadDetector.forward`),
+        whose gradient from it is scaled by ``side_grad``."""
+        if self.side_tower is not None:
+            side_features = self.side_tower(features)
         if self.tower is not None:
             features = self.tower(features)
-        num_maps = self.map_predictor.out_channels
-        out = [torch.cat([self.predictor(features[0]), self.map_predictor(features[0])], 1)]
-        out += [F.pad(self.predictor(f), (0, 0, 0, 0, 0, num_maps)) for f in features[1:]]
-        return flatten_levels(out, self.outputs_per_anchor)
+        parts = [flatten_levels([self.predictor(f) for f in features], self.predictor.out_channels
+                                // self.num_anchors)]  # [B, A, 3K (+ S)]
+        if self.side_predictor is not None:
+            if side_features is None:
+                raise ValueError("this keypoint head reads its handedness logit from "
+                                 "side_features")
+            if self.side_grad != 1.0 and torch.is_grad_enabled():
+                side_features = [scale_grad(f, self.side_grad) for f in side_features]
+            parts.append(flatten_levels([self.side_predictor(f) for f in side_features], 1))
+        if self.map_predictor is not None:  # [B, A_0, J + 2F] on the finest level, zeros after
+            maps = flatten_levels([self.map_predictor(features[0])], self.map_predictor.out_channels)
+            parts.append(F.pad(maps, (0, 0, 0, parts[0].shape[1] - maps.shape[1])))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
     def set_classes(self, mask: Tensor) -> None:
         """Only detections of classes with ``mask`` [C] True carry keypoints; the others get

@@ -99,11 +99,16 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
         depth = h.tower_depth if h.keypoint_tower_depth is None else h.keypoint_tower_depth
         kpt_tower = tower(depth, h.keypoint_tower_channels or channels)  # settings: config checks
         width = channels if kpt_tower is None else kpt_tower.channels
+        side_channels = channels if h.keypoint_side_tower == "cls" and pairs else None
+        side_tower = (tower(depth, width) if h.keypoint_side_tower == "own" and pairs else None)
         heads["keypoints"] = KeypointHead(width, per_loc, num_keypoints, kpt_tower, coder,
                                           sigmas,
                                           l1_weight=h.keypoint_l1_weight, heatmap_groups=groups,
                                           handedness_pairs=pairs,
                                           side_weight=h.keypoint_side_weight,
                                           field_groups=fields,
-                                          field_weight=h.keypoint_field_weight)
+                                          field_weight=h.keypoint_field_weight,
+                                          side_channels=side_channels,
+                                          side_grad=h.keypoint_side_grad,
+                                          side_tower=side_tower)
     return heads

@@ -62,7 +62,16 @@ class MultiHeadDetector(nn.Module):
         sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
         if self.shared_tower is not None:
             feats = self.shared_tower(feats)
-        return HeadOutputs({name: head(feats) for name, head in self.heads.items()}, sizes)
+        kpt = self.heads["keypoints"] if "keypoints" in self.heads else None
+        if kpt is None or kpt.side_predictor is None or kpt.side_tower is not None:
+            return HeadOutputs({name: head(feats) for name, head in self.heads.items()}, sizes)
+        # the keypoint head's handedness logit reads the classification tower: run it once
+        cls_feats = self.heads["cls"].tower_features(feats)
+        preds = {name: (head.predict(cls_feats) if name == "cls" else
+                        head(feats, side_features=cls_feats) if name == "keypoints" else
+                        head(feats))
+                 for name, head in self.heads.items()}
+        return HeadOutputs(preds, sizes)
 
     def anchors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
         return self.anchor_generator(feature_sizes, device=device)  # [A, 4]

@@ -116,22 +116,31 @@ def test_graph_with_keypoint_refinement_equals_detect(tiny_model, option):
                    for j in range(raw.shape[0]))
 
 
-def test_graph_with_keypoint_handedness_equals_detect(tiny_model):
-    """The handedness swap inside the graph, against eager detect(), with logits of both signs."""
-    from detect.models.build import build_model
-
+@pytest.mark.parametrize("source", ["keypoints", "own", "cls"])
+def test_graph_with_keypoint_handedness_equals_detect(tiny_model, source):
+    """The handedness swap inside the graph, against eager detect(), with logits of both signs,
+    wherever the logit is computed (``model.heads.keypoint_side_tower``). The left/right pairs
+    come from ``data.flip_pairs`` (`Detector.from_config` has no data to read them from)."""
     torch.manual_seed(0)
-    base = Detector.from_config("configs/demo.yaml", tiny_model + [
-        f"data.image_size={SIZE}", "model.heads.keypoint_handedness=true"], categories=["a", "b", "c"])
-    pairs = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12))
-    det = Detector(build_model(base.cfg.model, 3, 13, None, pairs), base.cfg, base.categories,
-                   base.keypoints)
+    det = Detector.from_config("configs/demo.yaml", tiny_model + [
+        f"data.image_size={SIZE}", "model.heads.keypoint_handedness=true",
+        f"model.heads.keypoint_side_tower={source}",
+        "data.flip_pairs=[[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]"],
+        categories=["a", "b", "c"])
     head = det.model.heads["keypoints"]
-    assert head.num_sides == 1
+    assert head.num_sides == 1 and det.keypoints.flip_pairs[0] == (1, 2)
+    assert (head.side_predictor is None) == (source == "keypoints")
+    assert (head.side_tower is None) == (source != "own")
     with torch.no_grad():  # handedness logits of both signs across anchors
-        head.predictor.weight[3 * 13] *= 100
+        if head.side_predictor is None:
+            head.predictor.weight[3 * 13] *= 100
+        else:
+            head.side_predictor.weight *= 100
     params, images, (_, _, _, num, kpts), out = _graph_run(det)
     sides = out.preds["keypoints"][..., 3 * 13]
     assert (sides > 0).any() and (sides < 0).any()
     for b, d in enumerate(_eager(det, images, params)):
         torch.testing.assert_close(kpts[b, :int(num[b])], d.keypoints)
+    with pytest.raises(ValueError, match="out of range for 13 keypoints"):
+        Detector.from_config("configs/demo.yaml", tiny_model + ["data.flip_pairs=[[1, 13]]"],
+                             categories=["a"])

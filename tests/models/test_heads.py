@@ -6,7 +6,7 @@ from detect.box_coder import BoxCoder
 from detect.config import ConfigError, load_config
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
 from detect.heads.base import flatten_levels
-from detect.heads.keypoints import handedness, swap_pairs
+from detect.heads.keypoints import handedness, scale_grad, swap_pairs
 from detect.losses import COCO_PERSON_SIGMAS
 from detect.models.build import build_model
 from detect.models.detector import HeadOutputs
@@ -139,6 +139,96 @@ def test_keypoint_tower_can_be_narrower_than_the_features():
         with pytest.raises(ConfigError, match="must be >= 0"):
             tiny_model(**bad)
 
+
+
+def test_scale_grad_by_hand():
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    y = scale_grad(x, 0.25)
+    torch.testing.assert_close(y, x.detach())  # the forward pass is untouched
+    (3 * y).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([0.75, 0.75]))
+
+
+def side_model(**over):
+    """The tiny model with handedness on its 8 COCO left/right pairs, and ``over``."""
+    args = ["model.backbone.name=resnet18", "model.neck.channels=32", "model.heads.tower_depth=1",
+            "model.heads.norm=gn", "model.matcher.kind=atss",
+            "model.anchors.sizes=[64,128,256,512,1024]", "model.anchors.ratios=[1.0]",
+            "model.anchors.scales=[1.0]", "model.backbone.frozen_stages=0",
+            "model.heads.keypoint_handedness=true"] + [f"model.{k}={v}" for k, v in over.items()]
+    pairs = tuple((i, i + 1) for i in range(1, 17, 2))
+    return build_model(load_config(None, args).model, 3, 17, flip_pairs=pairs)
+
+
+def test_handedness_logit_from_the_classification_tower():
+    """keypoint_side_tower=cls: the handedness logit is a 3x3 predictor of the keypoint head on
+    the classification tower's output (computed once, shared with the classification
+    predictor); the keypoint head's own predictor has 3K outputs; the layout of the keypoint
+    prediction, and so decoding and export, are those of the default."""
+    torch.manual_seed(0)
+    model = side_model(**{"heads.keypoint_side_tower": "cls", "heads.keypoint_field": "true",
+                          "heads.keypoint_tower_channels": 8})
+    default = side_model(**{"heads.keypoint_field": "true"})
+    head, cls = model.heads["keypoints"], model.heads["cls"]
+    assert head.predictor.out_channels == 3 * 17 and head.side_predictor.in_channels == 32
+    assert head.outputs_per_anchor == default.heads["keypoints"].outputs_per_anchor
+    x = torch.randint(0, 255, (1, 3, 128, 128), dtype=torch.uint8)
+    out = model(x)
+    feats = model.features(x)
+    torch.testing.assert_close(out.preds["cls"], cls(feats))  # unchanged by the sharing
+    side = flatten_levels([head.side_predictor(f) for f in cls.tower(feats)], 1)  # [B, A, 1]
+    torch.testing.assert_close(out.preds["keypoints"][..., 51:52], side)
+    torch.testing.assert_close(out.preds["keypoints"][..., :51],
+                               flatten_levels([head.predictor(f) for f in head.tower(feats)], 51))
+    assert out.preds["keypoints"].shape == default(x).preds["keypoints"].shape
+    with pytest.raises(ValueError, match="side_features"):
+        head(feats)
+
+    def tower_grad(side_grad: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the handedness logits' sum: the classification tower's first
+        convolution, the side predictor."""
+        model.zero_grad()
+        head.side_grad = side_grad
+        model(x).preds["keypoints"][..., 51].sum().backward()
+        return cls.tower.convs[0].weight.grad.clone(), head.side_predictor.weight.grad.clone()
+
+    full, pred_full = tower_grad(1.0)
+    quarter, pred_quarter = tower_grad(0.25)
+    assert full.abs().sum() > 0
+    torch.testing.assert_close(quarter, 0.25 * full)  # keypoint_side_grad scales the tower's
+    torch.testing.assert_close(pred_quarter, pred_full)  # not the predictor's own
+    assert tower_grad(0.0)[0].abs().sum() == 0
+
+
+def test_handedness_logit_from_a_second_keypoint_tower():
+    """keypoint_side_tower=own: a second tower of the keypoint tower's depth and width, read by
+    the handedness predictor only; the first tower feeds the positions."""
+    torch.manual_seed(0)
+    model = side_model(**{"heads.keypoint_side_tower": "own", "heads.keypoint_tower_channels": 8})
+    head = model.heads["keypoints"]
+    assert [(c.in_channels, c.out_channels) for c in head.side_tower.convs] == [(32, 8)]
+    assert head.side_predictor.in_channels == 8 and head.predictor.out_channels == 3 * 17
+    x = torch.randint(0, 255, (1, 3, 128, 128), dtype=torch.uint8)
+    pred = model(x).preds["keypoints"]
+    feats = model.features(x)
+    side = flatten_levels([head.side_predictor(f) for f in head.side_tower(feats)], 1)
+    torch.testing.assert_close(pred[..., 51:52], side)
+    pred[..., 51].sum().backward()  # the handedness logit trains the second tower, not the first
+    assert head.side_tower.convs[0].weight.grad.abs().sum() > 0
+    assert not head.tower.convs[0].weight.grad.any()  # zeros: in the graph, through the cat
+
+
+def test_side_tower_settings_are_checked():
+    with pytest.raises(ConfigError, match="needs model.heads.keypoint_handedness true"):
+        tiny_model(**{"heads.keypoint_side_tower": "cls"})
+    for bad in (-0.5, 1.5, "nan"):
+        with pytest.raises(ConfigError, match="keypoint_side_grad must be between 0 and 1"):
+            side_model(**{"heads.keypoint_side_grad": bad})
+    with pytest.raises(ConfigError, match="keypoint_side_tower"):
+        side_model(**{"heads.keypoint_side_tower": "box"})
+    for bad in ({"heads.keypoint_tower_depth": 0}, {"heads.share_tower": "true"}):
+        with pytest.raises(ConfigError, match="own is a second keypoint tower"):
+            side_model(**{"heads.keypoint_side_tower": "own", **bad})
 
 def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
     torch.manual_seed(0)
