@@ -122,7 +122,7 @@ class HeadsConfig:
     keypoint_side_weight: float = 2.0  # weight of the handedness term (docs/KEYPOINTS.md)
     # the tower whose features the handedness logit reads: the keypoint head's, a second tower of
     # the keypoint head's depth and width (own), or the classification head's; with own or cls the
-    # logit has a 3x3 predictor of its own (docs/KEYPOINTS.md)
+    # logit has a 3x3 predictor of its own (docs/KEYPOINTS.md); without handedness, no effect
     keypoint_side_tower: Literal["keypoints", "own", "cls"] = "keypoints"
     # with keypoint_side_tower own or cls: the handedness term's gradient into the tower it reads
     # (and below) times this; 0: the tower is not trained by it, only the predictor
@@ -450,10 +450,6 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
     if h.keypoint_tower_channels is not None and depth == 0:
         raise ConfigError(f"{_where('model.heads', origin)}: model.heads.keypoint_tower_channels "
                           "needs a keypoint tower depth above 0")
-    if h.keypoint_side_tower != "keypoints" and not h.keypoint_handedness:
-        raise ConfigError(f"{_where('model.heads.keypoint_side_tower', origin)}: "
-                          "model.heads.keypoint_side_tower says where the handedness logit comes "
-                          "from, which needs model.heads.keypoint_handedness true")
     if h.keypoint_side_tower == "own" and (h.share_tower or depth == 0):
         raise ConfigError(f"{_where('model.heads.keypoint_side_tower', origin)}: "
                           "model.heads.keypoint_side_tower own is a second keypoint tower: it "

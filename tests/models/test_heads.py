@@ -219,8 +219,8 @@ def test_handedness_logit_from_a_second_keypoint_tower():
 
 
 def test_side_tower_settings_are_checked():
-    with pytest.raises(ConfigError, match="needs model.heads.keypoint_handedness true"):
-        tiny_model(**{"heads.keypoint_side_tower": "cls"})
+    plain = tiny_model(**{"heads.keypoint_side_tower": "own"}).heads["keypoints"]
+    assert plain.side_tower is plain.side_predictor is None  # no handedness: nothing to read
     for bad in (-0.5, 1.5, "nan"):
         with pytest.raises(ConfigError, match="keypoint_side_grad must be between 0 and 1"):
             side_model(**{"heads.keypoint_side_grad": bad})
