@@ -87,7 +87,7 @@ class Detector:
         names = tuple(categories) if categories else tuple(f"class{i}" for i in range(n))
         cmap = CategoryMap(tuple(range(1, n + 1)), names)
         k = model_keypoints(cfg)
-        pairs = cfg.data.flip_pairs or () if k else ()
+        pairs = (cfg.data.flip_pairs or ()) if k else ()
         if any(not (0 <= i < k) for pair in pairs for i in pair):
             raise ValueError(f"data.flip_pairs {list(pairs)} is out of range for {k} keypoints")
         kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k)), flip_pairs=pairs) if k else None

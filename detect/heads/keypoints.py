@@ -17,10 +17,9 @@ cannot yet see; regressed directly, each pair then collapses onto its midpoint (
 the two answers). With handedness the head regresses every left/right pair as (image-left,
 image-right), a geometry the image shows, and predicts one logit per object for "its left
 keypoints lie on the image's right" (a person facing the camera); decoding swaps the pairs back
-where that logit is positive (`swap_pairs`). The logit may come from the classification tower
-from a second tower of the keypoint head (``side_tower``) or from the classification tower
-(``side_channels``), option ``model.heads.keypoint_side_tower``: there it does not compete with
-the positions for a (then narrower) keypoint tower."""
+where that logit is positive (`swap_pairs`). The logit may come from a second tower of the
+keypoint head (``side_tower``) or from the classification tower (``side_channels``), option
+``model.heads.keypoint_side_tower``: there it does not compete with the positions for one tower."""
 from __future__ import annotations
 
 import math
@@ -177,6 +176,12 @@ class KeypointHead(Head):
             maps = flatten_levels([self.map_predictor(features[0])], self.map_predictor.out_channels)
             parts.append(F.pad(maps, (0, 0, 0, parts[0].shape[1] - maps.shape[1])))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    @property
+    def reads_side_features(self) -> bool:
+        """Whether `forward` needs ``side_features``: the handedness logit on another head's
+        tower."""
+        return self.side_predictor is not None and self.side_tower is None
 
     def set_classes(self, mask: Tensor) -> None:
         """Only detections of classes with ``mask`` [C] True carry keypoints; the others get

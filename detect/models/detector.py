@@ -63,7 +63,7 @@ class MultiHeadDetector(nn.Module):
         if self.shared_tower is not None:
             feats = self.shared_tower(feats)
         kpt = self.heads["keypoints"] if "keypoints" in self.heads else None
-        if kpt is None or kpt.side_predictor is None or kpt.side_tower is not None:
+        if kpt is None or not kpt.reads_side_features:
             return HeadOutputs({name: head(feats) for name, head in self.heads.items()}, sizes)
         # the keypoint head's handedness logit reads the classification tower: run it once
         cls_feats = self.heads["cls"].tower_features(feats)
