@@ -88,8 +88,10 @@ class Detector:
         cmap = CategoryMap(tuple(range(1, n + 1)), names)
         k = model_keypoints(cfg)
         pairs = (cfg.data.flip_pairs or ()) if k else ()
-        if any(not (0 <= i < k) for pair in pairs for i in pair):
-            raise ValueError(f"data.flip_pairs {list(pairs)} is out of range for {k} keypoints")
+        flat = [i for pair in pairs for i in pair]
+        if any(not (0 <= i < k) for i in flat) or len(set(flat)) != len(flat):
+            raise ValueError(f"data.flip_pairs {list(pairs)}: each keypoint at most once, in range "
+                             f"for {k} keypoints")
         kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k)), flip_pairs=pairs) if k else None
         return cls(build_model(cfg.model, n, k, flip_pairs=pairs), cfg, cmap, kmeta, device)
 

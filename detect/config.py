@@ -124,7 +124,7 @@ class HeadsConfig:
     # the keypoint head's depth and width (own), or the classification head's; with own or cls the
     # logit has a 3x3 predictor of its own (docs/KEYPOINTS.md); without handedness, no effect
     keypoint_side_tower: Literal["keypoints", "own", "cls"] = "keypoints"
-    # with keypoint_side_tower own or cls: the handedness term's gradient into the tower it reads
+    # with keypoint_side_tower cls: the handedness term's gradient into the classification tower
     # (and below) times this; 0: the tower is not trained by it, only the predictor
     keypoint_side_grad: float = 1.0
 
@@ -450,13 +450,17 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
     if h.keypoint_tower_channels is not None and depth == 0:
         raise ConfigError(f"{_where('model.heads', origin)}: model.heads.keypoint_tower_channels "
                           "needs a keypoint tower depth above 0")
-    if h.keypoint_side_tower == "own" and (h.share_tower or depth == 0):
+    if h.keypoint_handedness and h.keypoint_side_tower == "own" and (h.share_tower or depth == 0):
         raise ConfigError(f"{_where('model.heads.keypoint_side_tower', origin)}: "
                           "model.heads.keypoint_side_tower own is a second keypoint tower: it "
                           "needs the keypoint head's own tower (share_tower false, depth above 0)")
     if not (math.isfinite(h.keypoint_side_grad) and 0 <= h.keypoint_side_grad <= 1):
         raise ConfigError(f"{_where('model.heads.keypoint_side_grad', origin)}: "
                           "model.heads.keypoint_side_grad must be between 0 and 1")
+    if h.keypoint_side_grad != 1 and h.keypoint_side_tower != "cls":
+        raise ConfigError(f"{_where('model.heads.keypoint_side_grad', origin)}: "
+                          "model.heads.keypoint_side_grad scales what the handedness term sends "
+                          "into the classification tower: it needs keypoint_side_tower cls")
     if len(set(cfg.train.balance_apart)) != len(cfg.train.balance_apart):
         raise ConfigError(f"{_where('train.balance_apart', origin)}: a loss term is named twice")
     for term in cfg.train.balance_apart:

@@ -393,8 +393,12 @@ def _freeze_parts(model: MultiHeadDetector, parts: tuple[str, ...]) -> None:
 
 
 def _shared_parameters(m: MultiHeadDetector) -> list[nn.Parameter]:
-    """Trainable parameters every head depends on: backbone, neck, shared tower."""
+    """Trainable parameters more than one head depends on: backbone, neck, shared tower, and the
+    classification tower when the keypoint head's handedness logit reads it."""
     mods = [m.backbone, m.neck] + ([m.shared_tower] if m.shared_tower is not None else [])
+    kpt = m.heads["keypoints"] if "keypoints" in m.heads else None
+    if kpt is not None and kpt.reads_side_features and m.heads["cls"].tower is not None:
+        mods.append(m.heads["cls"].tower)
     return [p for mod in mods for p in mod.parameters() if p.requires_grad]
 
 

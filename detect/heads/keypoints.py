@@ -55,7 +55,8 @@ def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
 
 def scale_grad(x: Tensor, scale: float) -> Tensor:
     """``x`` unchanged in the forward pass; its gradient multiplied by ``scale`` in backward."""
-    return x * scale + x.detach() * (1.0 - scale)
+    detached = x.detach()
+    return detached + scale * (x - detached)  # x - detached is exactly 0: the value is x's
 
 
 def swap_pairs(x: Tensor, swap: Tensor, where: Tensor) -> Tensor:
@@ -176,6 +177,10 @@ class KeypointHead(Head):
             maps = flatten_levels([self.map_predictor(features[0])], self.map_predictor.out_channels)
             parts.append(F.pad(maps, (0, 0, 0, parts[0].shape[1] - maps.shape[1])))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    def predict(self, tower_features: list[Tensor]) -> Tensor:
+        raise NotImplementedError("KeypointHead's outputs come from several predictors: use "
+                                  "forward")
 
     @property
     def reads_side_features(self) -> bool:

@@ -141,6 +141,7 @@ def test_graph_with_keypoint_handedness_equals_detect(tiny_model, source):
     assert (sides > 0).any() and (sides < 0).any()
     for b, d in enumerate(_eager(det, images, params)):
         torch.testing.assert_close(kpts[b, :int(num[b])], d.keypoints)
-    with pytest.raises(ValueError, match="out of range for 13 keypoints"):
-        Detector.from_config("configs/demo.yaml", tiny_model + ["data.flip_pairs=[[1, 13]]"],
-                             categories=["a"])
+    for bad in ("[[1, 13]]", "[[1, 1]]", "[[1, 2], [2, 3]]"):
+        with pytest.raises(ValueError, match="each keypoint at most once, in range for 13"):
+            Detector.from_config("configs/demo.yaml", tiny_model + [f"data.flip_pairs={bad}"],
+                                 categories=["a"])

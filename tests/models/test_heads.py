@@ -4,6 +4,7 @@ import torch
 
 from detect.box_coder import BoxCoder
 from detect.config import ConfigError, load_config
+from detect.engine.trainer import _shared_parameters
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
 from detect.heads.base import flatten_levels
 from detect.heads.keypoints import handedness, scale_grad, swap_pairs
@@ -181,6 +182,11 @@ def test_handedness_logit_from_the_classification_tower():
     torch.testing.assert_close(out.preds["keypoints"][..., :51],
                                flatten_levels([head.predictor(f) for f in head.tower(feats)], 51))
     assert out.preds["keypoints"].shape == default(x).preds["keypoints"].shape
+    # the classification tower now serves two heads: PCGrad and the diagnostics see it as shared
+    shared = {id(p) for p in _shared_parameters(model)}
+    assert all(id(p) in shared for p in cls.tower.parameters())
+    assert not any(id(p) in {id(q) for q in _shared_parameters(default)}
+                   for p in default.heads["cls"].tower.parameters())
     with pytest.raises(ValueError, match="side_features"):
         head(feats)
 
@@ -219,11 +225,14 @@ def test_handedness_logit_from_a_second_keypoint_tower():
 
 
 def test_side_tower_settings_are_checked():
-    plain = tiny_model(**{"heads.keypoint_side_tower": "own"}).heads["keypoints"]
+    plain = tiny_model(**{"heads.keypoint_side_tower": "own",
+                          "heads.keypoint_tower_depth": 0}).heads["keypoints"]
     assert plain.side_tower is plain.side_predictor is None  # no handedness: nothing to read
     for bad in (-0.5, 1.5, "nan"):
         with pytest.raises(ConfigError, match="keypoint_side_grad must be between 0 and 1"):
-            side_model(**{"heads.keypoint_side_grad": bad})
+            side_model(**{"heads.keypoint_side_grad": bad, "heads.keypoint_side_tower": "cls"})
+    with pytest.raises(ConfigError, match="it needs keypoint_side_tower cls"):
+        side_model(**{"heads.keypoint_side_grad": 0.5, "heads.keypoint_side_tower": "own"})
     with pytest.raises(ConfigError, match="keypoint_side_tower"):
         side_model(**{"heads.keypoint_side_tower": "box"})
     for bad in ({"heads.keypoint_tower_depth": 0}, {"heads.share_tower": "true"}):
