@@ -79,10 +79,10 @@ def tamper(state, what):
 @pytest.mark.parametrize("what,match", [
     ("class map", r"heads\.cls\.predictor\.weight is \[2, 32, 3, 3\] in the file but "
                   r"\[3, 32, 3, 3\] in the model .*3 classes and 2 keypoints"),
-    # 3K + 1 outputs: K keypoints (x, y, visibility) and the handedness logit of their one pair
-    # (the offset fields have their own predictor)
-    ("keypoint count", r"heads\.keypoints\.predictor\.weight is \[7, 32, 3, 3\] in the file but "
-                       r"\[10, 32, 3, 3\]"),
+    # 3K outputs: K keypoints (x, y, visibility); the handedness logit (the demo config's second
+    # keypoint tower) and the offset fields have predictors of their own
+    ("keypoint count", r"heads\.keypoints\.predictor\.weight is \[6, 32, 3, 3\] in the file but "
+                       r"\[9, 32, 3, 3\]"),
     ("architecture", r"weights do not fit the model: \d+ tensor\(s\) missing \(backbone\.layer"),
     ("weights", r"heads\.box\.predictor\.weight is \[4, 32, 1, 1\] in the file but "
                 r"\[4, 32, 3, 3\] in the model"),
