@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from detect.heads.fused import FoldCache, Layer, can_fold, fold_layers, inference_form, run_layers, sources
 from detect.structures import Matches
 
 Norm = Literal["none", "gn", "bn"]
@@ -48,6 +49,9 @@ class Tower(nn.Module):
 
     The first block maps ``in_channels`` (default ``channels``) to ``channels``: a tower may be
     narrower than the features it reads.
+
+    In evaluation without autograd each block runs as one convolution with its BatchNorm folded
+    in (`detect.heads.fused`), the same output to float rounding.
     """
 
     def __init__(self, channels: int, depth: int, norm: Norm = "none", depthwise: bool = False,
@@ -64,14 +68,23 @@ class Tower(nn.Module):
                 nn.init.normal_(m.weight, std=0.01)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        self.fold_cache = FoldCache()
 
     def forward(self, features: list[Tensor]) -> list[Tensor]:
+        if inference_form(self) and can_fold([self]):
+            return [run_layers(f, layers) for f, layers in zip(features, self.folded(len(features)))]
         out = []
         for level, f in enumerate(features):
             for conv, norms in zip(self.convs, self.norms):
                 f = torch.relu(norms[min(level, len(norms) - 1)](conv(f)))
             out.append(f)
         return out
+
+    def folded(self, num_levels: int) -> list[list[Layer]]:
+        """Per level, the blocks as folded convolutions (`detect.heads.fused.fold_layers`),
+        built once per change of the weights."""
+        return self.fold_cache.get(num_levels, sources(self),
+                                   lambda: [fold_layers([self], level) for level in range(num_levels)])
 
 
 def flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:

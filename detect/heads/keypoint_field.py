@@ -72,13 +72,12 @@ def refine_with_field(keypoints: Tensor, field: Tensor, groups: Tensor, size: tu
     """
     h, w = size
     b, n, k = keypoints.shape[:3]
-    flat = field.flatten(1, 2)  # [B, H * W * J, 2]
     xy = keypoints[..., :2]  # [B, N, K, 2]
+    image = torch.arange(b, device=field.device).view(b, 1, 1)
     for _ in range(FIELD_STEPS):
         cx = torch.floor(xy[..., 0] / stride).long().clamp(0, w - 1)  # [B, N, K]
         cy = torch.floor(xy[..., 1] / stride).long().clamp(0, h - 1)
-        index = (cy * w + cx) * field.shape[2] + groups.view(1, 1, k)  # [B, N, K]
-        step = flat.gather(1, index.view(b, -1, 1).expand(-1, -1, 2)).view(b, n, k, 2)
+        step = field[image, cy * w + cx, groups.view(1, 1, k)]  # [B, N, K, 2], no copy of field
         length = step.pow(2).sum(-1, keepdim=True).sqrt()  # [B, N, K, 1]
         step = step * (FIELD_RADIUS / length.clamp(min=FIELD_RADIUS))
         xy = (torch.stack([cx, cy], -1).to(xy.dtype) + 0.5 + step) * stride

@@ -111,6 +111,8 @@ class MultiHeadDetector(nn.Module):
             stride = self.anchor_generator.strides[0]
 
             def keypoints_of(b: int, idx: Tensor, labels: Tensor) -> Tensor:
+                if idx.numel() == 0:  # no detections: nothing to decode or refine
+                    return anchors.new_zeros(0, kpt_head.num_keypoints, 3)
                 kpts = kpt_head.decode(kpt_pred[b, idx][None], anchors[idx][None],
                                        None if maps is None else maps[b:b + 1],
                                        out.feature_sizes[0], stride)[0]  # [N, K, 3]

@@ -258,6 +258,16 @@ def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
             assert torch.equal(getattr(lazy, field), getattr(eager, field)), field
 
 
+def test_detect_without_detections_gives_empty_keypoints():
+    model = tiny_model().eval()
+    with torch.no_grad():
+        model.heads["cls"].predictor.bias.fill_(-20.0)  # no score above the threshold
+        out = model(torch.randint(0, 255, (2, 3, 128, 96), dtype=torch.uint8))
+    for det in model.detect(out, [(128, 96)] * 2):
+        assert len(det) == 0 and det.keypoints.shape == (0, 17, 3)
+        assert det.keypoints.dtype == torch.float32
+
+
 def test_memory_format_is_a_config_choice_with_equal_outputs():
     torch.manual_seed(0)
     nchw = tiny_model(channels_last="false").eval()

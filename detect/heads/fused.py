@@ -1,0 +1,119 @@
+"""The towers' inference form: BatchNorm folded into the convolutions, and towers that read the
+same features run as one.
+
+In training a tower block is conv -> BatchNorm (one per level with ``norm: bn``) -> ReLU. In
+evaluation without autograd each BatchNorm is a fixed affine map per channel, so a (conv,
+BatchNorm, level) triple is one convolution with scaled weights and a bias (`fold_layers`). And T
+towers of the same shape that read the same input are one tower: their first convolutions
+concatenated along the outputs, their later ones a grouped convolution (groups = T), and the
+predictors that read them one convolution whose weight is zero where a predictor does not read a
+tower (`block_predictor`). The outputs are the same to float rounding; the calls are fewer and
+larger, which is what a CPU pays for at these sizes (docs/BENCHMARKS.md, "keypoint-cost").
+
+The folded weights are built on first use and kept while the tensors they come from are the same
+objects with the same storage and version counter (`FoldCache`): an optimiser step,
+`load_state_dict`, `.to()` or replacing a parameter all rebuild them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# a folded convolution: weight [O, I / groups, kh, kw], bias [O], groups
+Layer = tuple[Tensor, Tensor, int]
+
+
+def inference_form(module: nn.Module) -> bool:
+    """Whether ``module`` runs its folded form: evaluation mode without autograd."""
+    return not module.training and not torch.is_grad_enabled()
+
+
+def can_fold(towers: Sequence[nn.Module]) -> bool:
+    """Whether `fold_layers` applies: plain convolutions (not depthwise + pointwise), BatchNorm or
+    no norm, and, for several towers, the same depth, width and input width."""
+    first = towers[0]
+    for t in towers:
+        if not all(type(c) is nn.Conv2d for c in t.convs):
+            return False
+        if not all(isinstance(n, (nn.BatchNorm2d, nn.Identity)) for ns in t.norms for n in ns):
+            return False
+        if (len(t.convs), t.channels, t.convs[0].in_channels) != (
+                len(first.convs), first.channels, first.convs[0].in_channels):
+            return False
+    return True
+
+
+def _folded(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """``conv`` followed by ``norm`` (BatchNorm in evaluation, or identity) as one convolution:
+    weight [O, I, kh, kw], bias [O]."""
+    w = conv.weight
+    b = conv.bias if conv.bias is not None else w.new_zeros(w.shape[0])
+    if isinstance(norm, nn.BatchNorm2d):
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # [O]
+        return w * scale.view(-1, 1, 1, 1), (b - norm.running_mean) * scale + norm.bias
+    return w, b
+
+
+def _like(weight: Tensor, source: Tensor) -> Tensor:
+    """``weight`` in ``source``'s memory format (channels_last or contiguous)."""
+    fmt = (torch.channels_last if source.is_contiguous(memory_format=torch.channels_last)
+           and not source.is_contiguous() else torch.contiguous_format)
+    return weight.contiguous(memory_format=fmt)
+
+
+def fold_layers(towers: Sequence[nn.Module], level: int) -> list[Layer]:
+    """The blocks of ``towers`` (`detect.heads.base.Tower`s, `can_fold`) on FPN level ``level``
+    as one tower of folded convolutions: output channels tower by tower, [T * C]."""
+    layers = []
+    for i in range(len(towers[0].convs)):
+        parts = [_folded(t.convs[i], t.norms[i][min(level, len(t.norms[i]) - 1)]) for t in towers]
+        weight = torch.cat([w for w, _ in parts])  # [T*C, I or C, kh, kw]
+        layers.append((_like(weight, towers[0].convs[i].weight), torch.cat([b for _, b in parts]),
+                       1 if i == 0 else len(towers)))
+    return layers
+
+
+def run_layers(x: Tensor, layers: list[Layer]) -> Tensor:
+    """[B, I, H, W] -> [B, T * C, H, W]: the folded blocks, each conv + ReLU."""
+    for weight, bias, groups in layers:
+        x = torch.relu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=groups))
+    return x
+
+
+def block_predictor(parts: Sequence[tuple[nn.Conv2d, int]], num_towers: int) -> tuple[Tensor, Tensor]:
+    """One convolution for predictors that each read one of ``num_towers`` concatenated towers:
+    ``parts`` (predictor, index of the tower it reads) -> weight [sum O, T * C, kh, kw] (zero
+    outside each predictor's tower) and bias [sum O]."""
+    weights = []
+    for conv, tower in parts:
+        w = conv.weight  # [O, C, kh, kw]
+        c = w.shape[1]
+        weights.append(F.pad(w, (0, 0, 0, 0, tower * c, (num_towers - 1 - tower) * c)))
+    return (_like(torch.cat(weights), parts[0][0].weight),
+            torch.cat([conv.bias for conv, _ in parts]))
+
+
+class FoldCache:
+    """Values built from tensors, kept while those tensors are unchanged: the same objects, the
+    same storage and the same version counter (in-place updates bump it)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, tuple[list[Tensor], list[tuple[int, int]], Any]] = {}
+
+    def get(self, key: Any, sources: list[Tensor], build: Callable[[], Any]) -> Any:
+        stamp = [(t.data_ptr(), t._version) for t in sources]
+        entry = self._entries.get(key)
+        if (entry is None or len(entry[0]) != len(sources)
+                or any(a is not b for a, b in zip(entry[0], sources)) or entry[1] != stamp):
+            entry = (list(sources), stamp, build())
+            self._entries[key] = entry
+        return entry[2]
+
+
+def sources(*modules: nn.Module) -> list[Tensor]:
+    """Every parameter and buffer of ``modules``: what their folded form is built from."""
+    return [t for m in modules for t in (*m.parameters(), *m.buffers())]

@@ -1,0 +1,149 @@
+"""The towers' inference form (`detect.heads.fused`): BatchNorm folded, keypoint towers fused.
+
+The reference is the training form of the same module in eval mode (autograd on, which keeps the
+unfolded path): conv -> BatchNorm per level -> ReLU, each tower and predictor on its own.
+"""
+import pytest
+import torch
+from torch import nn
+
+from detect.box_coder import BoxCoder
+from detect.heads import KeypointHead, Tower
+from detect.heads.fused import FoldCache, block_predictor, fold_layers, run_layers
+
+LEVELS = [(10, 12), (5, 6), (3, 3)]
+SIGMAS = (0.05,) * 5
+PAIRS = ((1, 2), (3, 4))
+
+
+def feats(c: int = 16, b: int = 2, channels_last: bool = False) -> list[torch.Tensor]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return [torch.randn(b, c, h, w).contiguous(memory_format=fmt) for h, w in LEVELS]
+
+
+def randomise(module: nn.Module) -> nn.Module:
+    """Random weights and BatchNorm statistics, as after training (init leaves BN an identity)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.normal_()
+            elif isinstance(m, nn.Conv2d):
+                m.weight.normal_(0, 0.1)
+                if m.bias is not None:
+                    m.bias.normal_()
+    return module.eval()
+
+
+def training_form(module: nn.Module, *args, **kwargs):
+    with torch.enable_grad():
+        out = module(*args, **kwargs)
+    return out.detach() if isinstance(out, torch.Tensor) else [o.detach() for o in out]
+
+
+def inference_form(module: nn.Module, *args, **kwargs):
+    with torch.no_grad():
+        return module(*args, **kwargs)
+
+
+@pytest.mark.parametrize("norm", ["bn", "none"])
+@pytest.mark.parametrize("in_channels", [None, 24])
+def test_folded_tower_equals_conv_batchnorm_relu_per_level(norm, in_channels) -> None:
+    tower = randomise(Tower(16, 2, norm, num_levels=3, in_channels=in_channels))
+    x = feats(in_channels or 16)
+    for got, want in zip(inference_form(tower, x), training_form(tower, x)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_fold_layers_by_hand() -> None:
+    # one 1x1 conv (weight 2, no bias) then BatchNorm(mean 1, var 3, eps 1, weight 4, bias 5):
+    # (2x - 1) / 2 * 4 + 5 = 4x + 3, as one convolution with weight 4 and bias 3
+    tower = Tower(1, 1, "bn", num_levels=1)
+    tower.convs[0] = nn.Conv2d(1, 1, 1, bias=False)
+    bn = tower.norms[0][0]
+    with torch.no_grad():
+        tower.convs[0].weight.fill_(2.0)
+        bn.running_mean.fill_(1.0), bn.running_var.fill_(3.0), bn.weight.fill_(4.0), bn.bias.fill_(5.0)
+    bn.eps = 1.0
+    (weight, bias, groups), = fold_layers([tower], 0)
+    assert weight.flatten().tolist() == [4.0] and bias.tolist() == [3.0] and groups == 1
+    assert run_layers(torch.tensor([[[[-1.0, 0.5]]]]), [(weight, bias, groups)]).flatten().tolist() == [0.0, 5.0]
+
+
+def test_two_towers_run_as_one_grouped_tower_and_block_predictor() -> None:
+    towers = [randomise(Tower(8, 2, "bn", num_levels=3, in_channels=16)) for _ in range(2)]
+    preds = [randomise(nn.Conv2d(8, n, 3, padding=1)) for n in (5, 1)]
+    x = feats()[1]
+    weight, bias = block_predictor([(preds[0], 0), (preds[1], 1)], 2)
+    assert weight.shape == (6, 16, 3, 3)
+    assert (weight[:5, 8:] == 0).all() and (weight[5:, :8] == 0).all()
+    got = nn.functional.conv2d(run_layers(x, fold_layers(towers, 1)), weight, bias, padding=1)
+    want = torch.cat([p(t([x, x])[1]) for p, t in zip(preds, towers)], 1)
+    torch.testing.assert_close(got, want.detach(), atol=1e-5, rtol=1e-4)
+
+
+def keypoint_head(side: str, maps: bool, anchors: int = 1) -> KeypointHead:
+    tower = Tower(8, 2, "bn", num_levels=3, in_channels=16)
+    side_tower = Tower(8, 2, "bn", num_levels=3, in_channels=16) if side == "own" else None
+    return randomise(KeypointHead(
+        8, anchors, 5, tower, BoxCoder(), SIGMAS, heatmap_groups=[0, 1, 1, 2, 2] if maps else None,
+        field_groups=[0, 1, 1, 2, 2] if maps else None,
+        handedness_pairs=PAIRS if side != "none" else (), side_tower=side_tower,
+        side_channels=16 if side == "cls" else None))
+
+
+@pytest.mark.parametrize("side,maps,anchors", [("own", True, 1), ("own", False, 3), ("cls", True, 1),
+                                               ("keypoints", True, 1), ("none", False, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_keypoint_head_inference_form_equals_training_form(side, maps, anchors,
+                                                           channels_last) -> None:
+    head = keypoint_head(side, maps, anchors)
+    x = feats(channels_last=channels_last)
+    side_features = feats(channels_last=channels_last) if side == "cls" else None
+    got = inference_form(head, x, side_features=side_features)
+    want = training_form(head, x, side_features=side_features)
+    assert got.shape == want.shape == (2, sum(h * w for h, w in LEVELS) * anchors, head.outputs_per_anchor)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_folded_weights_follow_changes_of_the_weights() -> None:
+    head = keypoint_head("own", True)
+    x = feats()
+    inference_form(head, x)  # builds the folded weights
+    other = keypoint_head("own", True)
+    head.load_state_dict(other.state_dict())  # in place: the same tensors, new versions
+    torch.testing.assert_close(inference_form(head, x), training_form(other, x), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        head.side_tower.norms[1][0].running_mean.add_(1.0)  # a buffer, in place
+    torch.testing.assert_close(inference_form(head, x), training_form(head, x), atol=1e-5, rtol=1e-4)
+    head.predictor.weight = nn.Parameter(torch.randn_like(head.predictor.weight))  # replaced
+    torch.testing.assert_close(inference_form(head, x), training_form(head, x), atol=1e-5, rtol=1e-4)
+
+
+def test_fold_cache_rebuilds_only_on_change() -> None:
+    cache, calls = FoldCache(), []
+    t = torch.zeros(3)
+
+    def build():
+        calls.append(1)
+        return t.sum()
+
+    cache.get("k", [t], build)
+    cache.get("k", [t], build)
+    assert len(calls) == 1
+    t.add_(1.0)
+    assert cache.get("k", [t], build) == 3.0 and len(calls) == 2
+    u = t.clone()
+    cache.get("k", [u], build)  # an equal tensor, but another one
+    assert len(calls) == 3
+
+
+def test_training_mode_and_autograd_keep_the_training_form() -> None:
+    head = keypoint_head("own", True).train()
+    out = head(feats())
+    out.sum().backward()  # gradients reach every tower parameter, BatchNorm in batch statistics
+    assert head.tower.convs[0].weight.grad is not None
+    assert head.side_tower.convs[0].weight.grad is not None
+    assert head.tower.norms[0][0].num_batches_tracked.item() == 1
