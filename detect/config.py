@@ -441,19 +441,24 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
         raise ConfigError(f"{_where('model.heads', origin)}: model.heads.tower_depth and "
                           "keypoint_tower_depth must be >= 0, keypoint_tower_channels >= 1 (or "
                           "null: the FPN's channels)")
-    own = [k for k in ("keypoint_tower_depth", "keypoint_tower_channels")
-           if getattr(h, k) is not None]
-    if h.share_tower and own:
-        raise ConfigError(f"{_where('model.heads', origin)}: model.heads.{own[0]} needs the "
-                          "keypoint head's own tower (share_tower false)")
     depth = h.tower_depth if h.keypoint_tower_depth is None else h.keypoint_tower_depth
-    if h.keypoint_tower_channels is not None and depth == 0:
-        raise ConfigError(f"{_where('model.heads', origin)}: model.heads.keypoint_tower_channels "
-                          "needs a keypoint tower depth above 0")
-    if h.keypoint_handedness and h.keypoint_side_tower == "own" and (h.share_tower or depth == 0):
-        raise ConfigError(f"{_where('model.heads.keypoint_side_tower', origin)}: "
-                          "model.heads.keypoint_side_tower own is a second keypoint tower: it "
-                          "needs the keypoint head's own tower (share_tower false, depth above 0)")
+    # the settings of the keypoint head's own tower, and how to drop each (one message for all)
+    drop = {"keypoint_tower_depth": "null", "keypoint_tower_channels": "null"}
+    own = [k for k in drop if getattr(h, k) is not None]
+    side_own = h.keypoint_handedness and h.keypoint_side_tower == "own"
+    if h.share_tower and (own or side_own):
+        items = own + ["keypoint_side_tower own"] * side_own
+        fix = [f"model.heads.{k}={drop[k]}" for k in own]
+        fix += ["model.heads.keypoint_side_tower=keypoints"] * side_own
+        raise ConfigError(f"{_where('model.heads', origin)}: model.heads.share_tower true, but "
+                          f"{', '.join(items)} {'needs' if len(items) == 1 else 'need'} the "
+                          f"keypoint head's own tower: set share_tower false, or also set "
+                          f"{' '.join(fix)}")
+    if (h.keypoint_tower_channels is not None or side_own) and depth == 0:
+        fix = ["model.heads.keypoint_tower_channels=null"] * (h.keypoint_tower_channels is not None)
+        fix += ["model.heads.keypoint_side_tower=keypoints"] * side_own
+        raise ConfigError(f"{_where('model.heads', origin)}: a keypoint tower of depth 0 has no "
+                          f"width and no second tower: also set {' '.join(fix)}")
     if not (math.isfinite(h.keypoint_side_grad) and 0 <= h.keypoint_side_grad <= 1):
         raise ConfigError(f"{_where('model.heads.keypoint_side_grad', origin)}: "
                           "model.heads.keypoint_side_grad must be between 0 and 1")

@@ -129,11 +129,14 @@ def test_keypoint_tower_can_be_narrower_than_the_features():
     out = model(torch.randint(0, 255, (1, 3, 256, 256), dtype=torch.uint8))  # BN: 2x2 on P7
     assert out.preds["keypoints"].shape[-1] == head.outputs_per_anchor == 17 * 3 + 2 * 17
     assert all(torch.isfinite(v).all() for v in model.losses(out, [empty_target()])["keypoints"].values())
-    with pytest.raises(ConfigError, match="keypoint_tower_channels needs"):
+    with pytest.raises(ConfigError, match="keypoint_tower_channels needs .* also set "
+                       "model.heads.keypoint_tower_channels=null$"):
         tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.share_tower": "true"})
-    with pytest.raises(ConfigError, match="keypoint_tower_depth needs"):
+    with pytest.raises(ConfigError, match="keypoint_tower_depth needs .* also set "
+                       "model.heads.keypoint_tower_depth=null$"):
         tiny_model(**{"heads.keypoint_tower_depth": 1, "heads.share_tower": "true"})
-    with pytest.raises(ConfigError, match="keypoint_tower_channels needs a keypoint tower depth"):
+    with pytest.raises(ConfigError, match="depth 0 has no width .* also set "
+                       "model.heads.keypoint_tower_channels=null$"):
         tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.keypoint_tower_depth": 0})
     for bad in ({"heads.keypoint_tower_depth": -1}, {"heads.keypoint_tower_channels": 0},
                 {"heads.tower_depth": -2}):
@@ -236,7 +239,7 @@ def test_side_tower_settings_are_checked():
     with pytest.raises(ConfigError, match="keypoint_side_tower"):
         side_model(**{"heads.keypoint_side_tower": "box"})
     for bad in ({"heads.keypoint_tower_depth": 0}, {"heads.share_tower": "true"}):
-        with pytest.raises(ConfigError, match="own is a second keypoint tower"):
+        with pytest.raises(ConfigError, match="also set model.heads.keypoint_side_tower=keypoints$"):
             side_model(**{"heads.keypoint_side_tower": "own", **bad})
 
 def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
