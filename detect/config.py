@@ -457,8 +457,9 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
     if (h.keypoint_tower_channels is not None or side_own) and depth == 0:
         fix = ["model.heads.keypoint_tower_channels=null"] * (h.keypoint_tower_channels is not None)
         fix += ["model.heads.keypoint_side_tower=keypoints"] * side_own
-        raise ConfigError(f"{_where('model.heads', origin)}: a keypoint tower of depth 0 has no "
-                          f"width and no second tower: also set {' '.join(fix)}")
+        raise ConfigError(f"{_where('model.heads', origin)}: the keypoint tower has depth 0 "
+                          "(tower_depth, or keypoint_tower_depth) and so no width and no second "
+                          f"tower: give it a depth above 0, or also set {' '.join(fix)}")
     if not (math.isfinite(h.keypoint_side_grad) and 0 <= h.keypoint_side_grad <= 1):
         raise ConfigError(f"{_where('model.heads.keypoint_side_grad', origin)}: "
                           "model.heads.keypoint_side_grad must be between 0 and 1")

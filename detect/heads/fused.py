@@ -12,7 +12,9 @@ larger, which is what a CPU pays for at these sizes (docs/BENCHMARKS.md, "keypoi
 
 The folded weights are built on first use and kept while the tensors they come from are the same
 objects with the same storage and version counter (`FoldCache`): an optimiser step,
-`load_state_dict`, `.to()` or replacing a parameter all rebuild them.
+`load_state_dict`, `.to()` or replacing a parameter all rebuild them (an in-place edit through
+``.data`` bumps no version counter and is not seen). Traced graphs (exports, `Detector.optimize()`)
+keep the training form, which reads the parameters.
 """
 from __future__ import annotations
 
@@ -28,34 +30,58 @@ Layer = tuple[Tensor, Tensor, int]
 
 
 def inference_form(module: nn.Module) -> bool:
-    """Whether ``module`` runs its folded form: evaluation mode without autograd."""
-    return not module.training and not torch.is_grad_enabled()
+    """Whether ``module`` runs its folded form: evaluation mode without autograd, and not while
+    being traced (exports and `Detector.optimize()` trace the training form, whose graph reads
+    the parameters; ``torch.jit.freeze`` folds BatchNorm there itself)."""
+    return not (module.training or torch.is_grad_enabled() or torch.jit.is_tracing())
 
 
-def can_fold(towers: Sequence[nn.Module]) -> bool:
-    """Whether `fold_layers` applies: plain convolutions (not depthwise + pointwise), BatchNorm or
-    no norm, and, for several towers, the same depth, width and input width."""
+def _plain(conv: nn.Module) -> bool:
+    """A 3x3-style convolution `run_layers` reproduces: stride 1, "same" zero padding."""
+    return (type(conv) is nn.Conv2d and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.padding == (conv.kernel_size[0] // 2, conv.kernel_size[1] // 2)
+            and conv.padding_mode == "zeros")
+
+
+def _foldable_norm(norm: nn.Module) -> bool:
+    return type(norm) is nn.Identity or (type(norm) is nn.BatchNorm2d and norm.affine
+                                         and norm.track_running_stats and not norm.training)
+
+
+def can_fold(towers: Sequence[nn.Module], merging: bool = False) -> bool:
+    """Whether `fold_layers` applies, and gains: plain convolutions (not depthwise + pointwise),
+    frozen BatchNorm or no norm, at least one block; several towers of the same depth, width and
+    input width. One tower without BatchNorm has nothing to fold (unless ``merging``)."""
     first = towers[0]
+    if not first.convs:
+        return False
     for t in towers:
-        if not all(type(c) is nn.Conv2d for c in t.convs):
+        if not all(_plain(c) for c in t.convs):
             return False
-        if not all(isinstance(n, (nn.BatchNorm2d, nn.Identity)) for ns in t.norms for n in ns):
+        if not all(_foldable_norm(n) for ns in t.norms for n in ns):
             return False
         if (len(t.convs), t.channels, t.convs[0].in_channels) != (
                 len(first.convs), first.channels, first.convs[0].in_channels):
             return False
-    return True
+    return merging or len(towers) > 1 or any(type(n) is nn.BatchNorm2d
+                                             for ns in first.norms for n in ns)
+
+
+def distinct_levels(towers: Sequence[nn.Module], num_levels: int) -> int:
+    """How many levels have folded weights of their own: all with BatchNorm per level, else one
+    (the same convolutions on every level)."""
+    return min(num_levels, max(len(ns) for t in towers for ns in t.norms))
 
 
 def _folded(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]:
     """``conv`` followed by ``norm`` (BatchNorm in evaluation, or identity) as one convolution:
-    weight [O, I, kh, kw], bias [O]."""
+    weight [O, I, kh, kw], bias [O], in the convolution's dtype."""
     w = conv.weight
     b = conv.bias if conv.bias is not None else w.new_zeros(w.shape[0])
     if isinstance(norm, nn.BatchNorm2d):
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # [O]
-        return w * scale.view(-1, 1, 1, 1), (b - norm.running_mean) * scale + norm.bias
-    return w, b
+        w, b = w * scale.view(-1, 1, 1, 1), (b - norm.running_mean) * scale + norm.bias
+    return w.to(conv.weight.dtype), b.to(conv.weight.dtype)
 
 
 def _like(weight: Tensor, source: Tensor) -> Tensor:
@@ -105,6 +131,8 @@ class FoldCache:
         self._entries: dict[Any, tuple[list[Tensor], list[tuple[int, int]], Any]] = {}
 
     def get(self, key: Any, sources: list[Tensor], build: Callable[[], Any]) -> Any:
+        if any(t.is_inference() for t in sources):  # no version counter: build every time
+            return build()
         stamp = [(t.data_ptr(), t._version) for t in sources]
         entry = self._entries.get(key)
         if (entry is None or len(entry[0]) != len(sources)

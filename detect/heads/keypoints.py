@@ -31,8 +31,8 @@ from torch import Tensor
 from detect.box_coder import BoxCoder
 from detect.distributed import loss_normalizers
 from detect.heads.base import Head, Tower, flatten_levels, predictor_conv
-from detect.heads.fused import (FoldCache, Layer, block_predictor, can_fold, fold_layers,
-                                inference_form, run_layers, sources)
+from detect.heads.fused import (FoldCache, Layer, block_predictor, can_fold, distinct_levels,
+                                fold_layers, inference_form, run_layers, sources)
 from detect.heads.keypoint_field import field_targets, refine_with_field, type_members
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
@@ -164,7 +164,7 @@ class KeypointHead(Head):
         [B, C_s, H_l, W_l]: the classification tower's output, see `MultiHeadDetector.forward`),
         whose gradient from it is scaled by ``side_grad``."""
         towers = [t for t in (self.tower, self.side_tower) if t is not None]
-        if inference_form(self) and self.tower is not None and can_fold(towers):
+        if inference_form(self) and self.tower is not None and can_fold(towers, merging=True):
             return self._forward_folded(features, towers, side_features)
         if self.side_tower is not None:
             side_features = self.side_tower(features)
@@ -218,8 +218,10 @@ class KeypointHead(Head):
         if self.side_tower is not None:
             parts.append((self.side_predictor, 1))
         finest = parts + ([(self.map_predictor, 0)] if self.map_predictor is not None else [])
-        return [(fold_layers(towers, level), *block_predictor(finest if level == 0 else parts,
-                                                               len(towers)))
+        predictors = [block_predictor(finest, len(towers)), block_predictor(parts, len(towers))]
+        layers = [fold_layers(towers, level)
+                  for level in range(distinct_levels(towers, num_levels))]
+        return [(layers[min(level, len(layers) - 1)], *predictors[min(level, 1)])
                 for level in range(num_levels)]
 
     def predict(self, tower_features: list[Tensor]) -> Tensor:

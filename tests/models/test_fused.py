@@ -3,6 +3,8 @@
 The reference is the training form of the same module in eval mode (autograd on, which keeps the
 unfolded path): conv -> BatchNorm per level -> ReLU, each tower and predictor on its own.
 """
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -48,13 +50,65 @@ def inference_form(module: nn.Module, *args, **kwargs):
         return module(*args, **kwargs)
 
 
-@pytest.mark.parametrize("norm", ["bn", "none"])
 @pytest.mark.parametrize("in_channels", [None, 24])
-def test_folded_tower_equals_conv_batchnorm_relu_per_level(norm, in_channels) -> None:
-    tower = randomise(Tower(16, 2, norm, num_levels=3, in_channels=in_channels))
+def test_folded_tower_equals_conv_batchnorm_relu_per_level(in_channels) -> None:
+    tower = randomise(Tower(16, 2, "bn", num_levels=3, in_channels=in_channels))
     x = feats(in_channels or 16)
     for got, want in zip(inference_form(tower, x), training_form(tower, x)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert tower.fold_cache._entries  # the folded form ran
+
+
+@pytest.mark.parametrize("tower", [Tower(16, 2, "none"), Tower(16, 2, "gn"), Tower(16, 0, "bn"),
+                                   Tower(16, 2, "bn", depthwise=True)])
+def test_towers_with_nothing_to_fold_keep_the_training_form(tower) -> None:
+    tower = randomise(tower)
+    x = feats()
+    for got, want in zip(inference_form(tower, x), training_form(tower, x)):
+        torch.testing.assert_close(got, want)
+    assert not tower.fold_cache._entries
+
+
+def test_a_batchnorm_left_in_training_mode_is_not_folded() -> None:
+    tower = randomise(Tower(16, 1, "bn", num_levels=3))
+    tower.norms[0][1].train()  # uses batch statistics there
+    x = feats()
+    for got, want in zip(inference_form(tower, x), training_form(tower, x)):
+        torch.testing.assert_close(got, want)
+    assert not tower.fold_cache._entries
+
+
+def test_traced_graphs_read_the_parameters_not_folded_copies() -> None:
+    tower = randomise(Tower(16, 2, "bn", num_levels=3))
+    x = feats()
+    inference_form(tower, x)  # a warm cache
+    with torch.no_grad(), warnings.catch_warnings():  # as the exporters trace
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(tower, (x,), check_trace=False)
+    other = randomise(Tower(16, 2, "bn", num_levels=3))
+    tower.load_state_dict(other.state_dict())
+    for got, want in zip(traced(x), training_form(other, x)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_weights_made_in_inference_mode() -> None:
+    with torch.inference_mode():  # inference tensors have no version counter: built each call
+        tower = randomise(Tower(16, 2, "bn", num_levels=3))
+        x = feats()
+        got = tower(x)
+    plain = Tower(16, 2, "bn", num_levels=3).eval()
+    plain.load_state_dict({k: v.clone() for k, v in tower.state_dict().items()})
+    for g, w in zip(got, training_form(plain, [f.clone() for f in x])):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
+def test_bfloat16_convolutions_with_float32_batchnorm() -> None:
+    tower = randomise(Tower(16, 2, "bn", num_levels=3))
+    tower.convs.to(torch.bfloat16)  # BatchNorm stays float32
+    x = [f.bfloat16() for f in feats()]
+    for got, want in zip(inference_form(tower, x), training_form(tower, x)):
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want.float(), atol=0.1, rtol=0.05)
 
 
 def test_fold_layers_by_hand() -> None:
@@ -103,6 +157,7 @@ def test_keypoint_head_inference_form_equals_training_form(side, maps, anchors,
     x = feats(channels_last=channels_last)
     side_features = feats(channels_last=channels_last) if side == "cls" else None
     got = inference_form(head, x, side_features=side_features)
+    assert head.fold_cache._entries  # the fused form ran
     want = training_form(head, x, side_features=side_features)
     assert got.shape == want.shape == (2, sum(h * w for h, w in LEVELS) * anchors, head.outputs_per_anchor)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
