@@ -59,19 +59,20 @@ def test_folded_tower_equals_conv_batchnorm_relu_per_level(in_channels) -> None:
     assert tower.fold_cache._entries  # the folded form ran
 
 
-@pytest.mark.parametrize("tower", [Tower(16, 2, "none"), Tower(16, 2, "gn"), Tower(16, 0, "bn"),
-                                   Tower(16, 2, "bn", depthwise=True)])
-def test_towers_with_nothing_to_fold_keep_the_training_form(tower) -> None:
-    tower = randomise(tower)
-    x = feats()
-    for got, want in zip(inference_form(tower, x), training_form(tower, x)):
-        torch.testing.assert_close(got, want)
-    assert not tower.fold_cache._entries
-
-
-def test_a_batchnorm_left_in_training_mode_is_not_folded() -> None:
+def _with_training_batchnorm() -> Tower:
     tower = randomise(Tower(16, 1, "bn", num_levels=3))
-    tower.norms[0][1].train()  # uses batch statistics there
+    tower.norms[0][1].train()  # batch statistics on that level: nothing fixed to fold
+    return tower
+
+
+@pytest.mark.parametrize("make", [lambda: randomise(Tower(16, 2, "none")),
+                                  lambda: randomise(Tower(16, 2, "gn")),
+                                  lambda: randomise(Tower(16, 0, "bn")),
+                                  lambda: randomise(Tower(16, 2, "bn", depthwise=True)),
+                                  _with_training_batchnorm],
+                         ids=["none", "gn", "depth0", "depthwise", "bn-in-training"])
+def test_towers_with_nothing_to_fold_keep_the_training_form(make) -> None:
+    tower = make()
     x = feats()
     for got, want in zip(inference_form(tower, x), training_form(tower, x)):
         torch.testing.assert_close(got, want)
