@@ -17,8 +17,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from detect.heads.fused import (FoldCache, Layer, can_fold, distinct_levels, fold_layers,
-                                inference_form, run_layers, sources)
+from detect.heads.fused import (FoldCache, Layer, can_fold, fold_levels, inference_form,
+                                run_layers, sources)
 from detect.structures import Matches
 
 Norm = Literal["none", "gn", "bn"]
@@ -84,12 +84,8 @@ class Tower(nn.Module):
     def folded(self, num_levels: int) -> list[list[Layer]]:
         """Per level, the blocks as folded convolutions (`detect.heads.fused.fold_layers`),
         built once per change of the weights."""
-        def build() -> list[list[Layer]]:
-            distinct = [fold_layers([self], level)
-                        for level in range(distinct_levels([self], num_levels))]
-            return [distinct[min(level, len(distinct) - 1)] for level in range(num_levels)]
-
-        return self.fold_cache.get(num_levels, sources(self), build)
+        return self.fold_cache.get(num_levels, sources(self),
+                                   lambda: fold_levels([self], num_levels))
 
 
 def flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:

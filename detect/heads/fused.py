@@ -67,10 +67,12 @@ def can_fold(towers: Sequence[nn.Module], merging: bool = False) -> bool:
                                              for ns in first.norms for n in ns)
 
 
-def distinct_levels(towers: Sequence[nn.Module], num_levels: int) -> int:
-    """How many levels have folded weights of their own: all with BatchNorm per level, else one
-    (the same convolutions on every level)."""
-    return min(num_levels, max(len(ns) for t in towers for ns in t.norms))
+def fold_levels(towers: Sequence[nn.Module], num_levels: int) -> list[list[Layer]]:
+    """`fold_layers` for each of ``num_levels`` levels; levels without a BatchNorm of their own
+    (one norm shared by every level, or none) share one folded set."""
+    distinct = min(num_levels, max(len(ns) for t in towers for ns in t.norms))
+    layers = [fold_layers(towers, level) for level in range(distinct)]
+    return [layers[min(level, distinct - 1)] for level in range(num_levels)]
 
 
 def _folded(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]:

@@ -31,8 +31,8 @@ from torch import Tensor
 from detect.box_coder import BoxCoder
 from detect.distributed import loss_normalizers
 from detect.heads.base import Head, Tower, flatten_levels, predictor_conv
-from detect.heads.fused import (FoldCache, Layer, block_predictor, can_fold, distinct_levels,
-                                fold_layers, inference_form, run_layers, sources)
+from detect.heads.fused import (FoldCache, Layer, block_predictor, can_fold, fold_levels,
+                                inference_form, run_layers, sources)
 from detect.heads.keypoint_field import field_targets, refine_with_field, type_members
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
@@ -173,14 +173,24 @@ class KeypointHead(Head):
         parts = [flatten_levels([self.predictor(f) for f in features], self.predictor.out_channels
                                 // self.num_anchors)]  # [B, A, 3K (+ S)]
         if self.side_predictor is not None:
-            if side_features is None:
-                raise ValueError("this keypoint head reads its handedness logit from "
-                                 "side_features")
-            if self.side_grad != 1.0 and torch.is_grad_enabled():
-                side_features = [scale_grad(f, self.side_grad) for f in side_features]
-            parts.append(flatten_levels([self.side_predictor(f) for f in side_features], 1))
-        if self.map_predictor is not None:  # [B, A_0, J + 2F] on the finest level, zeros after
-            maps = flatten_levels([self.map_predictor(features[0])], self.map_predictor.out_channels)
+            parts.append(self._side_logits(side_features))
+        return self._join(parts, None if self.map_predictor is None
+                          else self.map_predictor(features[0]))
+
+    def _side_logits(self, side_features: list[Tensor] | None) -> Tensor:
+        """The side predictor on ``side_features`` (its tower's or another head's output, whose
+        gradient from it is scaled by ``side_grad``) -> [B, A, 1]."""
+        if side_features is None:
+            raise ValueError("this keypoint head reads its handedness logit from side_features")
+        if self.side_grad != 1.0 and torch.is_grad_enabled():
+            side_features = [scale_grad(f, self.side_grad) for f in side_features]
+        return flatten_levels([self.side_predictor(f) for f in side_features], 1)
+
+    def _join(self, parts: list[Tensor], finest_maps: Tensor | None) -> Tensor:
+        """parts [B, A, .] and the map predictor's output on the finest level [B, J + 2F, H_0,
+        W_0] (zeros on the other levels) -> [B, A, 3K + S + J + 2F]."""
+        if finest_maps is not None:
+            maps = flatten_levels([finest_maps], self.map_predictor.out_channels)
             parts.append(F.pad(maps, (0, 0, 0, parts[0].shape[1] - maps.shape[1])))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
@@ -201,14 +211,8 @@ class KeypointHead(Head):
         if self.side_tower is not None:
             parts.append(flatten_levels([o[:, split[0]:sum(split)] for o in outs], 1))
         elif self.side_predictor is not None:  # on the classification tower's output
-            if side_features is None:
-                raise ValueError("this keypoint head reads its handedness logit from "
-                                 "side_features")
-            parts.append(flatten_levels([self.side_predictor(f) for f in side_features], 1))
-        if self.map_predictor is not None:  # [B, A_0, J + 2F] on the finest level, zeros after
-            maps = flatten_levels([outs[0][:, sum(split):]], self.map_predictor.out_channels)
-            parts.append(F.pad(maps, (0, 0, 0, parts[0].shape[1] - maps.shape[1])))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+            parts.append(self._side_logits(side_features))
+        return self._join(parts, None if self.map_predictor is None else outs[0][:, sum(split):])
 
     def _folded(self, towers: list[Tower], num_levels: int) -> list[tuple[list[Layer], Tensor, Tensor]]:
         """Per level: the towers' folded blocks, and the predictors' block weight and bias (the
@@ -219,10 +223,8 @@ class KeypointHead(Head):
             parts.append((self.side_predictor, 1))
         finest = parts + ([(self.map_predictor, 0)] if self.map_predictor is not None else [])
         predictors = [block_predictor(finest, len(towers)), block_predictor(parts, len(towers))]
-        layers = [fold_layers(towers, level)
-                  for level in range(distinct_levels(towers, num_levels))]
-        return [(layers[min(level, len(layers) - 1)], *predictors[min(level, 1)])
-                for level in range(num_levels)]
+        return [(layers, *predictors[min(level, 1)])
+                for level, layers in enumerate(fold_levels(towers, num_levels))]
 
     def predict(self, tower_features: list[Tensor]) -> Tensor:
         raise NotImplementedError("KeypointHead's outputs come from several predictors: use "
