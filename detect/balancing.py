@@ -30,7 +30,7 @@ Cost per training step, against a plain step's one backward pass (H = number of 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 import torch
@@ -43,6 +43,16 @@ BalanceKind = Literal["fixed", "uncertainty", "loss_norm", "gradnorm", "pcgrad"]
 def head_totals(losses: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
     """Per head (or balancing group), the sum of its ``loss_*`` terms."""
     return {head: sum(terms.values()) for head, terms in losses.items()}
+
+
+def own_terms_gradient_only(losses: dict[str, dict[str, Tensor]],
+                            own: Collection[str]) -> dict[str, dict[str, Tensor]]:
+    """``losses`` with each term named in ``own`` as ``v - v.detach()``: zero in value, the same
+    gradient. Such a term (a head's ``own_terms``) trains parameters no other term reaches, so its
+    magnitude must not enter any balancing statistic (under ``loss_norm`` it would dilute its
+    head's other terms); its own parameters learn at any scale under Adam."""
+    return {head: {k: (v - v.detach() if k in own else v) for k, v in terms.items()}
+            for head, terms in losses.items()}
 
 
 def group_losses(losses: dict[str, dict[str, Tensor]],

@@ -122,8 +122,12 @@ class HeadsConfig:
     keypoint_side_weight: float = 2.0  # weight of the handedness term (docs/KEYPOINTS.md)
     # the tower whose features the handedness logit reads: the keypoint head's, a second tower of
     # the keypoint head's depth and width (own), or the classification head's; with own or cls the
-    # logit has a 3x3 predictor of its own (docs/KEYPOINTS.md); without handedness, no effect
-    keypoint_side_tower: Literal["keypoints", "own", "cls"] = "keypoints"
+    # logit has a 3x3 predictor of its own (docs/KEYPOINTS.md); crop: per detected person, from its
+    # crop of the backbone's C4 map, read detached (detect/heads/keypoint_side.py); without
+    # handedness, no effect
+    keypoint_side_tower: Literal["keypoints", "own", "cls", "crop"] = "keypoints"
+    # with keypoint_side_tower crop: the crop classifier's learning rate as a multiple of train.lr
+    keypoint_crop_lr: float = 5.0
     # with keypoint_side_tower cls: the handedness term's gradient into the classification tower
     # (and below) times this; 0: the tower is not trained by it, only the predictor
     keypoint_side_grad: float = 1.0
@@ -467,6 +471,13 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
         raise ConfigError(f"{_where('model.heads.keypoint_side_grad', origin)}: "
                           "model.heads.keypoint_side_grad scales what the handedness term sends "
                           "into the classification tower: it needs keypoint_side_tower cls")
+    if not (math.isfinite(h.keypoint_crop_lr) and h.keypoint_crop_lr > 0):
+        raise ConfigError(f"{_where('model.heads.keypoint_crop_lr', origin)}: "
+                          "model.heads.keypoint_crop_lr must be a positive number")
+    if h.keypoint_side_tower == "crop" and "loss_kpt_side" in cfg.train.balance_apart:
+        raise ConfigError(f"{_where('train.balance_apart', origin)}: with model.heads."
+                          "keypoint_side_tower crop, loss_kpt_side trains the crop classifier alone "
+                          "and is in no balancing group: drop it from train.balance_apart")
     if len(set(cfg.train.balance_apart)) != len(cfg.train.balance_apart):
         raise ConfigError(f"{_where('train.balance_apart', origin)}: a loss term is named twice")
     for term in cfg.train.balance_apart:

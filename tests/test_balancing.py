@@ -6,7 +6,7 @@ from torch import nn
 
 from detect.balancing import (FixedWeights, GradNorm, LossNormWeighting, PCGrad,
                               UncertaintyWeighting, build_balancer, flat_grad, group_losses,
-                              head_totals,
+                              head_totals, own_terms_gradient_only,
                               pcgrad_project)
 
 
@@ -75,6 +75,23 @@ def test_group_losses_sets_terms_apart_and_loss_norm_weighs_them_on_their_own():
     side.grad = None
     apart(head_totals(group_losses(losses, ("loss_kpt_side",)))).backward()
     assert float(side.grad) == pytest.approx(1.0)
+
+
+def test_own_terms_keep_their_gradient_and_leave_the_balancing_alone():
+    """A term that trains parameters of its own only (`Head.own_terms`) is zero in value: under
+    loss_norm the keypoint head's other term gets its whole unit, as without the term, and the
+    own term still sends a gradient (scaled by its head's weight) to its parameters."""
+    kpt = torch.tensor(3.0, requires_grad=True)
+    side = torch.tensor(0.7, requires_grad=True)
+    losses = {"cls": {"loss_cls": torch.tensor(1.0)},
+              "keypoints": {"loss_kpt": kpt, "loss_kpt_side": side}}
+    masked = own_terms_gradient_only(losses, {"loss_kpt_side"})
+    assert float(masked["keypoints"]["loss_kpt_side"]) == 0.0
+    assert masked["keypoints"]["loss_kpt"] is kpt and masked["cls"] == losses["cls"]
+    LossNormWeighting(["cls", "keypoints"])(head_totals(masked)).backward()
+    assert float(kpt.grad) == pytest.approx(1 / 3)  # 1 / its own magnitude: the side term adds none
+    assert float(side.grad) == pytest.approx(1 / 3)  # the head's weight
+    assert own_terms_gradient_only(losses, ()) == losses
 
 
 def test_fixed_weights_reproduce_weighted_sum_and_gradient():

@@ -98,7 +98,8 @@ def _infer_rows(opts: Options, config: str, label: str, size: int, num_keypoints
 
 
 def decode_all(model: MultiHeadDetector, out, image_sizes, params) -> list:
-    """The eager alternative to `MultiHeadDetector.detect`: decode every anchor, then select."""
+    """The eager alternative to `MultiHeadDetector.detect`: decode every anchor, then select
+    (timing only: a crop handedness classifier, which reads the final boxes, is not applied)."""
     anchors = model.anchors(out.feature_sizes, out.preds["cls"].device)
     scores = model.heads["cls"].decode(out.preds["cls"], anchors)  # [B, A, C]
     boxes = model.heads["box"].decode(out.preds["box"], anchors)  # [B, A, 4]

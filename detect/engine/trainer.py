@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from detect.balancing import build_balancer, group_losses, head_totals
+from detect.balancing import build_balancer, group_losses, head_totals, own_terms_gradient_only
 from detect.config import Config, keypoint_sigmas, model_keypoints, resolve_keypoints, save_config
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.distributed import cleanup_distributed, init_distributed, local_rank
@@ -120,6 +120,13 @@ class Trainer:
             raise TrainingError(f"train.balancing={t.balancing} runs single-process only")
         # balancing groups: the trained heads, then the loss terms set apart
         self.groups = (*self.heads, *t.balance_apart)
+        # terms that train only their head's own parameters: in no balancing statistic
+        self.own_terms = {term for h in self.heads for term in self.model.heads[h].own_terms}
+        # their parameters: an optimiser group and a gradient clip of their own
+        own = {id(p) for head in self.model.heads.values() for p in head.own_parameters()}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.clip_groups = [g for g in ([p for p in params if id(p) not in own],
+                                        [p for p in params if id(p) in own]) if g]
         self.balancer = build_balancer(t.balancing, list(self.groups), t.loss_weights,
                                        ema_momentum=t.balancing_ema, gradnorm_alpha=t.gradnorm_alpha,
                                        gradnorm_lr=t.gradnorm_lr, seed=t.seed).to(self.device)
@@ -283,7 +290,8 @@ class Trainer:
                             enabled=self.amp_dtype is not None):
             out = model(batch.images)
         t = self.cfg.train
-        losses = group_losses(self.model.losses(out, batch.targets, self.heads), t.balance_apart)
+        raw = self.model.losses(out, batch.targets, self.heads)
+        losses = group_losses(own_terms_gradient_only(raw, self.own_terms), t.balance_apart)
         if set(losses) != set(self.groups):
             raise TrainingError(_group_mismatch(self.groups, losses, t.balance_apart))
         totals = head_totals(losses)
@@ -298,7 +306,7 @@ class Trainer:
         scale = self.scaler.scale(torch.tensor(1.0 / t.accumulate, device=self.device))
         params = self.last_shared if t.balancing == "gradnorm" else self.shared_params
         info = self.balancer.backward(totals, params, scale)
-        flat = {k: v.item() for terms in losses.values() for k, v in terms.items()}
+        flat = {k: v.item() for terms in raw.values() for k, v in terms.items()}
         flat.update(info)
         return flat
 
@@ -310,7 +318,8 @@ class Trainer:
                     p.grad /= self.world
         if self.cfg.train.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            for group in self.clip_groups:  # own terms' parameters apart: they change nothing else
+                torch.nn.utils.clip_grad_norm_(group, self.cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -427,15 +436,21 @@ def _metric(metrics: dict, dotted: str) -> float | None:
 
 
 def _build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """No weight decay on biases and normalisation parameters."""
+    """No weight decay on biases and normalisation parameters; each head's own parameters
+    (`Head.own_parameters`) in a group of their own at ``own_lr_scale`` times the learning rate,
+    without weight decay."""
     t = cfg.train
+    own = {id(p) for head in model.heads.values() for p in head.own_parameters()}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or id(p) in own:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    for head in model.heads.values():
+        if trained := [p for p in head.own_parameters() if p.requires_grad]:
+            groups.append({"params": trained, "weight_decay": 0.0, "lr": t.lr * head.own_lr_scale})
     match t.optimizer:
         case "sgd":
             return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)

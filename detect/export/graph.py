@@ -140,7 +140,8 @@ class ExportGraph(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         """images [B, 3, S, S] -> (boxes, scores, labels, num_detections[, keypoints])."""
-        preds = self.model(images).preds
+        net = self.model(images)
+        preds = net.preds
         scores = self.model.heads["cls"].decode(preds["cls"], self.anchors)  # [B, A, C]
         values, anchor_idx, labels = self._candidates(scores)  # [B, M] each
         deltas = _gather(preds["box"], anchor_idx)  # [B, M, 4]
@@ -155,7 +156,8 @@ class ExportGraph(nn.Module):
                "num_detections": valid.sum(1)}
         if self.has_keypoints:
             kpts = self._keypoints(preds["keypoints"], anchor_idx.gather(1, order),
-                                   labels.gather(1, order))  # [B, D, K, 3]
+                                   labels.gather(1, order), out["boxes"],
+                                   net.crop_features)  # [B, D, K, 3]
             out["keypoints"] = kpts * valid[..., None, None]
         return tuple(v if k == "num_detections" else self._pad(v) for k, v in out.items())
 
@@ -206,12 +208,15 @@ class ExportGraph(nn.Module):
         kept = torch.zeros_like(values.flatten()).scatter(0, flat, 1.0)  # [B * M]
         return kept.view_as(values) > 0
 
-    def _keypoints(self, pred: Tensor, anchor_idx: Tensor, labels: Tensor) -> Tensor:
-        """Decode keypoints of the detections only (refined on the finest level's maps), zeros for
-        classes without keypoints: pred [B, A, 3K + S + J + 2F], anchor_idx [B, D], labels
-        [B, D] (contiguous) -> [B, D, K, 3]."""
+    def _keypoints(self, pred: Tensor, anchor_idx: Tensor, labels: Tensor, boxes: Tensor,
+                   crop_features: Tensor | None) -> Tensor:
+        """Decode keypoints of the detections only (refined on the finest level's maps; with a
+        crop handedness classifier, its logits on the detections' boxes [B, D, 4] and the map
+        ``crop_features``), zeros for classes without keypoints: pred [B, A, 3K + S + J + 2F],
+        anchor_idx [B, D], labels [B, D] (contiguous) -> [B, D, K, 3]."""
         head = self.model.heads["keypoints"]
         maps = head.maps(pred, self.per_level[0]) if head.refines else None  # [B, H_0 * W_0, .]
         kpts = head.decode(_gather(pred, anchor_idx), self.anchors[anchor_idx], maps,
-                           self.feature_sizes[0], self.model.anchor_generator.strides[0])
+                           self.feature_sizes[0], self.model.anchor_generator.strides[0],
+                           head.crop_sides(crop_features, boxes))
         return head.mask_detections(kpts, labels)

@@ -107,9 +107,20 @@ def predictor_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 
 class Head(nn.Module):
-    """Base of every head: an optional tower, then a 3x3 predictor conv with ``a * D`` outputs."""
+    """Base of every head: an optional tower, then a 3x3 predictor conv with ``a * D`` outputs.
+
+    ``own_terms``: loss terms that train parameters of this head's own only (`own_parameters`),
+    which no other term reaches: they enter no balancing statistic
+    (`detect.balancing.own_terms_gradient_only`), their gradients are clipped apart, and they
+    learn at ``own_lr_scale`` times the learning rate (`detect.engine.trainer`)."""
 
     name: str = ""
+    own_terms: tuple[str, ...] = ()
+    own_lr_scale: float = 1.0
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        """The parameters only ``own_terms`` train (none by default)."""
+        return []
 
     def __init__(self, in_channels: int, num_anchors: int, outputs_per_anchor: int,
                  tower: Tower | None) -> None:

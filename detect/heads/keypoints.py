@@ -19,7 +19,9 @@ image-right), a geometry the image shows, and predicts one logit per object for 
 keypoints lie on the image's right" (a person facing the camera); decoding swaps the pairs back
 where that logit is positive (`swap_pairs`). The logit may come from a second tower of the
 keypoint head (``side_tower``) or from the classification tower (``side_channels``), option
-``model.heads.keypoint_side_tower``: there it does not compete with the positions for one tower."""
+``model.heads.keypoint_side_tower``: there it does not compete with the positions for one tower;
+or, per detected person rather than per anchor, from its crop of the backbone's C4 map
+(``side_crop``, `detect.heads.keypoint_side`), which trains no shared layer at all."""
 from __future__ import annotations
 
 import math
@@ -35,24 +37,9 @@ from detect.heads.fused import (FoldCache, Layer, block_predictor, can_fold, fol
                                 inference_form, run_layers, sources)
 from detect.heads.keypoint_field import field_targets, refine_with_field, type_members
 from detect.heads.keypoint_heatmap import HEATMAP_WEIGHT, heatmap_targets, refine_keypoints
+from detect.heads.keypoint_side import CropHandedness, handedness
 from detect.losses import keypoint_l1, oks_loss, quality_focal_loss, visibility_loss
 from detect.structures import Matches, partner_index
-
-
-def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
-    """Per object, whether its left keypoints lie on the image's right of their right partners.
-
-    Args:
-        gt: [P, K, 3] keypoints ``(x, y, v)``.
-        pairs: [Q, 2] (left, right) keypoint indices.
-    Returns:
-        (mirrored [P] bool: sum over pairs labelled on both sides of ``x_left - x_right`` > 0,
-        known [P] bool: that sum is not 0, i.e. some pair decides it).
-    """
-    left, right = gt[:, pairs[:, 0]], gt[:, pairs[:, 1]]  # [P, Q, 3]
-    both = (left[..., 2] > 0) & (right[..., 2] > 0)  # [P, Q]
-    spread = ((left[..., 0] - right[..., 0]) * both).sum(-1)  # [P]
-    return spread > 0, spread != 0
 
 
 def scale_grad(x: Tensor, scale: float) -> Tensor:
@@ -104,9 +91,16 @@ class KeypointHead(Head):
                  handedness_pairs: tuple[tuple[int, int], ...] = (), side_weight: float = 1.0,
                  field_groups: list[int] | None = None, field_weight: float = 1.0,
                  prior_prob: float = 0.01, side_channels: int | None = None,
-                 side_grad: float = 1.0, side_tower: Tower | None = None) -> None:
+                 side_grad: float = 1.0, side_tower: Tower | None = None,
+                 side_crop: CropHandedness | None = None) -> None:
         groups, fields = heatmap_groups or [], field_groups or []
-        sides = 1 if handedness_pairs else 0
+        if side_crop is not None and (not handedness_pairs or side_tower is not None
+                                      or side_channels is not None):
+            raise ValueError("a crop handedness classifier needs handedness_pairs and replaces "
+                             "the per-anchor handedness logit")
+        # S: the per-anchor handedness logit in pred; none with the crop classifier (`decode`'s
+        # sides come from it, per detection)
+        sides = 1 if handedness_pairs and side_crop is None else 0
         if side_tower is not None:
             side_channels = side_tower.channels
         if side_channels is not None and not sides:
@@ -125,6 +119,10 @@ class KeypointHead(Head):
         self.side_predictor = (predictor_conv(side_channels, num_anchors)
                                if side_channels is not None else None)
         self.side_grad = side_grad
+        self.side_crop = side_crop
+        # the crop classifier reads the backbone detached: its term trains it alone
+        self.own_terms = ("loss_kpt_side",) if side_crop is not None else ()
+        self.own_lr_scale = side_crop.lr_scale if side_crop is not None else 1.0
         if len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} sigmas for {num_keypoints} keypoints")
         for what, g in (("heatmaps", groups), ("offset fields", fields)):
@@ -134,6 +132,7 @@ class KeypointHead(Head):
         self.num_keypoints = num_keypoints
         self.num_heatmaps, self.num_fields = len(set(groups)), len(set(fields))
         self.num_sides = sides
+        self.handed = bool(handedness_pairs)  # pairs in image order, swapped back in `decode`
         self.l1_weight, self.side_weight, self.field_weight = l1_weight, side_weight, field_weight
         self.coder = coder
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float32), persistent=False)
@@ -226,6 +225,10 @@ class KeypointHead(Head):
         return [(layers, *predictors[min(level, 1)])
                 for level, layers in enumerate(fold_levels(towers, num_levels))]
 
+    def own_parameters(self) -> list[torch.nn.Parameter]:
+        """The crop classifier's parameters: only ``loss_kpt_side`` trains them."""
+        return [] if self.side_crop is None else list(self.side_crop.parameters())
+
     def predict(self, tower_features: list[Tensor]) -> Tensor:
         raise NotImplementedError("KeypointHead's outputs come from several predictors: use "
                                   "forward")
@@ -271,11 +274,21 @@ class KeypointHead(Head):
         j = self.num_heatmaps
         return maps[..., :j], maps[..., j:].unflatten(-1, (self.num_fields, 2))
 
-    def loss(self, pred: Tensor, matches: Matches) -> dict[str, Tensor]:
+    def loss(self, pred: Tensor, matches: Matches,
+             crop_features: Tensor | None = None) -> dict[str, Tensor]:
+        """The losses above; with the crop classifier ``crop_features`` is the backbone map it
+        reads (`HeadOutputs.crop_features`) and ``loss_kpt_side`` its BCE on the persons of the
+        batch (`CropHandedness.loss`)."""
         zero = pred.sum() * 0.0
-        # the field's normaliser is a collective under DDP: computed on every call, on every rank
+        # the field's and the crops' normalisers are collectives under DDP: computed on every call,
+        # on every rank
         fields = ({"loss_kpt_field": self.field_weight * self._field_loss(pred, matches)}
                   if self.num_fields else {})
+        if self.side_crop is not None:
+            if crop_features is None:
+                raise ValueError("this keypoint head's handedness reads crop_features")
+            fields["loss_kpt_side"] = self.side_weight * self.side_crop.loss(
+                crop_features, matches.targets, self.pairs)
         empty = {"loss_kpt": zero, "loss_kpt_l1": zero, "loss_kpt_vis": zero}
         if self.num_sides:
             empty["loss_kpt_side"] = zero
@@ -294,9 +307,10 @@ class KeypointHead(Head):
         areas = matches.areas[use]  # [P]
         n = matches.num_keypoint_positive  # over DDP ranks too
         losses = {}
-        if self.num_sides:  # compare in image-left, image-right order; learn which side is left
+        if self.handed:  # compare in image-left, image-right order; learn which side is left
             mirrored, known = handedness(gt, self.pairs)  # [P], [P]
             gt = swap_pairs(gt, self.swap, mirrored)
+        if self.num_sides:
             side = F.binary_cross_entropy_with_logits(side_logits[:, 0], mirrored.float(),
                                                       reduction="none")  # [P]
             losses["loss_kpt_side"] = self.side_weight * (side * known).sum() / n
@@ -322,7 +336,7 @@ class KeypointHead(Head):
     def _image_order(self, keypoints: Tensor) -> Tensor:
         """Ground truth [N, K, 3] with each pair in image-left, image-right order where
         handedness is on (what the head regresses and refines); unchanged otherwise."""
-        if not self.num_sides:
+        if not self.handed:
             return keypoints
         return swap_pairs(keypoints, self.swap, handedness(keypoints, self.pairs)[0])
 
@@ -356,22 +370,35 @@ class KeypointHead(Head):
         return quality_focal_loss(logits, targets).sum()
 
     def decode(self, pred: Tensor, anchors: Tensor, maps: Tensor | None = None,
-               size: tuple[int, int] = (0, 0), stride: float = 1.0) -> Tensor:
+               size: tuple[int, int] = (0, 0), stride: float = 1.0,
+               sides: Tensor | None = None) -> Tensor:
         """pred [..., 3K + S + J + 2F] and their anchors [..., 4] xyxy (broadcast) -> [..., K, 3]
         keypoints (x, y, visibility probability).
 
         With ``maps`` (`maps` of the finest level, size (H, W) and stride; pred and anchors then
         [B, N, ...], maps [B, H * W, J + 2F]), refined on them (`refine`); then, with
         handedness, each pair swapped back from image-left, image-right order where the object's
-        handedness logit is positive."""
+        handedness logit is positive: its logit in ``pred``, or with the crop classifier
+        ``sides`` [...] (`crop_sides`; without them the pairs stay in image order)."""
         offsets, vis_logits, side_logits = self._split(pred.float())
         xy = self.coder.decode_points(offsets, anchors)  # [..., K, 2]
         keypoints = torch.cat([xy, vis_logits.sigmoid()[..., None]], dim=-1)  # [..., K, 3]
         if maps is not None:
             keypoints = self.refine(keypoints, maps, size, stride)
         if self.num_sides:
-            keypoints = swap_pairs(keypoints, self.swap, side_logits[..., 0] > 0)
+            sides = side_logits[..., 0]
+        if self.handed and sides is not None:
+            keypoints = swap_pairs(keypoints, self.swap, sides > 0)
         return keypoints
+
+    def crop_sides(self, crop_features: Tensor | None, boxes: Tensor) -> Tensor | None:
+        """The crop classifier's handedness logits [B, N] of detections with ``boxes``
+        [B, N, 4] (input pixels) on ``crop_features`` [B, C, H, W]; None without it."""
+        if self.side_crop is None:
+            return None
+        if crop_features is None:
+            raise ValueError("this keypoint head's handedness reads crop_features")
+        return self.side_crop(crop_features, boxes)
 
     def refine(self, keypoints: Tensor, maps: Tensor, size: tuple[int, int],
                stride: float) -> Tensor:

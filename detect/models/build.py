@@ -11,6 +11,7 @@ from detect.box_coder import BoxCoder
 from detect.config import ConfigError, ModelConfig, keypoint_sigmas
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
 from detect.heads.keypoint_heatmap import joint_groups
+from detect.heads.keypoint_side import CropHandedness
 from detect.matching import ATSSMatcher, IoUMatcher
 from detect.models.backbone import build_backbone, efficientnet_lite0_weights_path
 from detect.models.detector import MultiHeadDetector
@@ -41,7 +42,8 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
     a = cfg.anchors
     anchors = AnchorGenerator(strides, a.sizes, a.ratios, a.scales, a.offset, a.round_to_pixels)
     heads = _build_heads(cfg, n.channels, anchors.num_anchors_per_location, num_classes,
-                         num_keypoints, tuple(flip_pairs))
+                         num_keypoints, tuple(flip_pairs),
+                         (backbone.out_channels[1], backbone.strides[1]))
     shared = None
     h = cfg.heads
     if h.share_tower:
@@ -64,7 +66,10 @@ def _build_matcher(cfg: ModelConfig) -> IoUMatcher | ATSSMatcher:
 
 
 def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int,
-                 num_keypoints: int, flip_pairs: tuple[tuple[int, int], ...]) -> dict:
+                 num_keypoints: int, flip_pairs: tuple[tuple[int, int], ...],
+                 crop_level: tuple[int, int]) -> dict:
+    """The heads; ``crop_level``: (channels, stride) of the backbone map (C4) a crop handedness
+    classifier reads."""
     h = cfg.heads
 
     def tower(depth: int = h.tower_depth, width: int = channels) -> Tower | None:
@@ -101,6 +106,8 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
         width = channels if kpt_tower is None else kpt_tower.channels
         side_channels = channels if h.keypoint_side_tower == "cls" and pairs else None
         side_tower = (tower(depth, width) if h.keypoint_side_tower == "own" and pairs else None)
+        side_crop = (CropHandedness(*crop_level, lr_scale=h.keypoint_crop_lr)
+                     if h.keypoint_side_tower == "crop" and pairs else None)
         heads["keypoints"] = KeypointHead(width, per_loc, num_keypoints, kpt_tower, coder,
                                           sigmas,
                                           l1_weight=h.keypoint_l1_weight, heatmap_groups=groups,
@@ -110,5 +117,5 @@ def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int
                                           field_weight=h.keypoint_field_weight,
                                           side_channels=side_channels,
                                           side_grad=h.keypoint_side_grad,
-                                          side_tower=side_tower)
+                                          side_tower=side_tower, side_crop=side_crop)
     return heads

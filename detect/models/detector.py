@@ -21,10 +21,13 @@ from detect.structures import Detections, Target
 
 @dataclass
 class HeadOutputs:
-    """preds: head name -> [B, A, D]; feature_sizes: (H_l, W_l) per FPN level."""
+    """preds: head name -> [B, A, D]; feature_sizes: (H_l, W_l) per FPN level; crop_features:
+    the backbone map [B, C, H, W] a keypoint head's crop handedness classifier reads
+    (`detect.heads.keypoint_side`; None without one)."""
 
     preds: dict[str, Tensor]
     feature_sizes: list[tuple[int, int]]
+    crop_features: Tensor | None = None
 
 
 class MultiHeadDetector(nn.Module):
@@ -58,20 +61,24 @@ class MultiHeadDetector(nn.Module):
         return self.neck(self.backbone(self.normalize(images)))
 
     def forward(self, images: Tensor) -> HeadOutputs:
-        feats = self.features(images)
+        levels = self.backbone(self.normalize(images))  # C3, C4, C5
+        feats = self.neck(levels)
         sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
         if self.shared_tower is not None:
             feats = self.shared_tower(feats)
         kpt = self.heads["keypoints"] if "keypoints" in self.heads else None
+        # the keypoint head's crop handedness classifier reads C4 (detached, in its own module)
+        crops = levels[1] if kpt is not None and kpt.side_crop is not None else None
         if kpt is None or not kpt.reads_side_features:
-            return HeadOutputs({name: head(feats) for name, head in self.heads.items()}, sizes)
+            return HeadOutputs({name: head(feats) for name, head in self.heads.items()}, sizes,
+                               crops)
         # the keypoint head's handedness logit reads the classification tower: run it once
         cls_feats = self.heads["cls"].tower_features(feats)
         preds = {name: (head.predict(cls_feats) if name == "cls" else
                         head(feats, side_features=cls_feats) if name == "keypoints" else
                         head(feats))
                  for name, head in self.heads.items()}
-        return HeadOutputs(preds, sizes)
+        return HeadOutputs(preds, sizes, crops)
 
     def anchors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
         return self.anchor_generator(feature_sizes, device=device)  # [A, 4]
@@ -84,7 +91,9 @@ class MultiHeadDetector(nn.Module):
         per_level = self.anchor_generator.num_anchors_per_level(out.feature_sizes)
         matches = match_batch(self.matcher, anchors, per_level, targets)
         names = heads if heads is not None else tuple(self.heads)
-        return {n: self.heads[n].loss(out.preds[n], matches) for n in names if n in self.heads}
+        return {n: (self.heads[n].loss(out.preds[n], matches, out.crop_features)
+                    if n == "keypoints" else self.heads[n].loss(out.preds[n], matches))
+                for n in names if n in self.heads}
 
     @torch.no_grad()
     def detect(self, out: HeadOutputs, image_sizes: list[tuple[int, int]] | None,
@@ -113,9 +122,11 @@ class MultiHeadDetector(nn.Module):
             def keypoints_of(b: int, idx: Tensor, labels: Tensor) -> Tensor:
                 if idx.numel() == 0:  # no detections: nothing to decode or refine
                     return anchors.new_zeros(0, kpt_head.num_keypoints, 3)
+                crops = None if out.crop_features is None else out.crop_features[b:b + 1]
+                sides = kpt_head.crop_sides(crops, boxes_of(b, idx)[None])  # [1, N] or None
                 kpts = kpt_head.decode(kpt_pred[b, idx][None], anchors[idx][None],
                                        None if maps is None else maps[b:b + 1],
-                                       out.feature_sizes[0], stride)[0]  # [N, K, 3]
+                                       out.feature_sizes[0], stride, sides)[0]  # [N, K, 3]
                 return kpt_head.mask_detections(kpts, labels)
 
         return postprocess_lazy(

@@ -28,14 +28,17 @@ from detect.models.detector import HeadOutputs, MultiHeadDetector
 
 
 class _Dense(nn.Module):
-    """``MultiHeadDetector.forward`` with tensors only: predictions in head order."""
+    """``MultiHeadDetector.forward`` with tensors only: predictions in head order, then the crop
+    features when the model has them."""
 
     def __init__(self, model: MultiHeadDetector) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        return tuple(self.model(images).preds.values())
+        out = self.model(images)
+        crops = () if out.crop_features is None else (out.crop_features,)
+        return (*out.preds.values(), *crops)
 
 
 class FrozenForward:
@@ -60,7 +63,9 @@ class FrozenForward:
         if key not in self.graphs:
             self.chosen[key], self.graphs[key] = self._build(images)
         graph, sizes = self.graphs[key]
-        return HeadOutputs(dict(zip(self.names, graph(images))), sizes)
+        outs = graph(images)
+        crops = outs[len(self.names)] if len(outs) > len(self.names) else None
+        return HeadOutputs(dict(zip(self.names, outs)), sizes, crops)
 
     def _build(self, images: Tensor) -> tuple[str, tuple[Callable, list[tuple[int, int]]]]:
         sizes = self.model(images).feature_sizes

@@ -141,6 +141,40 @@ def test_graph_with_keypoint_handedness_equals_detect(tiny_model, source):
     assert (sides > 0).any() and (sides < 0).any()
     for b, d in enumerate(_eager(det, images, params)):
         torch.testing.assert_close(kpts[b, :int(num[b])], d.keypoints)
+
+
+def test_graph_with_crop_handedness_equals_detect(tiny_model):
+    """``keypoint_side_tower: crop``: the graph crops the backbone's C4 map in each detection's
+    clipped box and swaps its pairs by the crop classifier's logit, as eager detect() does; logits
+    of both signs among the detections, and the swap changes keypoints."""
+    torch.manual_seed(0)
+    det = Detector.from_config("configs/demo.yaml", tiny_model + [
+        f"data.image_size={SIZE}", "model.heads.keypoint_handedness=true",
+        "model.heads.keypoint_side_tower=crop", "model.heads.keypoint_tower_channels=null",
+        "data.flip_pairs=[[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]"],
+        categories=["a", "b", "c"])
+    head = det.model.heads["keypoints"]
+    assert head.num_sides == 0 and head.side_crop is not None
+    with torch.no_grad():  # logits centred on the detections': both signs
+        head.side_crop.classify.weight *= 100
+        _, _, (boxes, _, _, num, _), out = _graph_run(det)
+        logits = head.crop_sides(out.crop_features, boxes)[num[:, None] > torch.arange(30)]
+        middle = logits.sort().values[len(logits) // 2 - 1:len(logits) // 2 + 1]
+        head.side_crop.classify.bias -= middle.mean()  # between two logits: none near 0
+    params, images, (boxes, _, _, num, kpts), out = _graph_run(det)
+    eager = _eager(det, images, params)
+    signs = []
+    for b, d in enumerate(eager):
+        n = int(num[b])
+        torch.testing.assert_close(kpts[b, :n], d.keypoints)
+        signs.append(head.crop_sides(out.crop_features[b:b + 1], boxes[b:b + 1, :n])[0] > 0)
+    signs = torch.cat(signs)
+    assert signs.any() and not signs.all()
+    with torch.no_grad():  # all negative: nothing swapped, so the positive ones were
+        head.side_crop.classify.bias.fill_(-1e6)
+        unswapped = _eager(det, images, params)
+    moved = torch.cat([(a.keypoints != u.keypoints).any(-1).any(-1) for a, u in zip(eager, unswapped)])
+    assert torch.equal(moved, signs)
     for bad in ("[[1, 13]]", "[[1, 1]]", "[[1, 2], [2, 3]]"):
         with pytest.raises(ValueError, match="each keypoint at most once, in range for 13"):
             Detector.from_config("configs/demo.yaml", tiny_model + [f"data.flip_pairs={bad}"],

@@ -1,5 +1,6 @@
 """The frozen inference graph gives the eager model's outputs and detections."""
 import numpy as np
+import pytest
 import torch
 
 from detect import Detector
@@ -41,10 +42,20 @@ def test_every_candidate_graph_equals_eager():
                 torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_detector_optimize_gives_the_same_predictions():
+CROP = ["model.heads.keypoint_handedness=true", "model.heads.keypoint_side_tower=crop",
+        "data.flip_pairs=[[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]"]
+
+
+@pytest.mark.parametrize("handedness", [[], CROP], ids=["default", "crop"])
+def test_detector_optimize_gives_the_same_predictions(handedness):
+    """The frozen graph's outputs decode as the eager model's; with the crop handedness
+    classifier, the graph returns the backbone map it reads too."""
     torch.manual_seed(0)
-    det = Detector.from_config("configs/atss_r50_fpn_coco_keypoints.yaml", TINY,
+    det = Detector.from_config("configs/atss_r50_fpn_coco_keypoints.yaml", TINY + handedness,
                                categories=["a", "b", "c"])
+    if handedness:
+        with torch.no_grad():  # crop logits of both signs
+            det.model.heads["keypoints"].side_crop.classify.weight *= 100
     with torch.no_grad():
         det.model.heads["cls"].predictor.bias.zero_()  # scores ~0.5: many detections to compare
     image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
