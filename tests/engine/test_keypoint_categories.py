@@ -106,7 +106,8 @@ def test_onnx_graph_masks_keypoints_of_other_categories(run: Path, images: list[
     labels = np.concatenate([p.labels for p in exported])
     _check_rows(labels, np.concatenate([p.has_keypoints for p in exported]),
                 np.concatenate([p.keypoints for p in exported]))
-    assert det.model.heads["keypoints"].num_sides == 1  # the config's handedness swap: in the graph
+    head = det.model.heads["keypoints"]  # the config's handedness swap, by crop: in the graph
+    assert head.handed and head.side_crop is not None
     for a, b in zip(eager, exported):
         np.testing.assert_array_equal(a.has_keypoints, b.has_keypoints)
         same = np.abs(a.boxes - b.boxes).max(-1) < 1e-2  # [N] the same detection (ties may reorder)

@@ -161,3 +161,52 @@ def test_crop_term_cannot_be_balanced_apart():
         load_config(None, ["model.heads.keypoint_handedness=true",
                            "model.heads.keypoint_side_tower=crop",
                            "train.balance_apart=[loss_kpt_side]"])
+
+
+def test_crop_classifier_has_an_optimiser_group_of_its_own():
+    from detect.engine.trainer import _build_optimizer
+    cfg = load_config(None, ["train.optimizer=adamw", "train.lr=0.002",
+                             "model.heads.keypoint_crop_lr=5"])
+    model = crop_model()
+    groups = _build_optimizer(cfg, model).param_groups
+    own = {id(p) for p in model.heads["keypoints"].side_crop.parameters()}
+    assert len(own) == 4 and model.heads["keypoints"].own_terms == ("loss_kpt_side",)
+    crop = [g for g in groups if {id(p) for p in g["params"]} == own]
+    assert len(crop) == 1 and crop[0]["lr"] == pytest.approx(0.01) and crop[0]["weight_decay"] == 0
+    others = [id(p) for g in groups if g is not crop[0] for p in g["params"]]
+    assert not own & set(others) and len(others) + 4 == sum(1 for _ in model.parameters())
+    with pytest.raises(ConfigError, match="keypoint_crop_lr must be a positive number"):
+        load_config(None, ["model.heads.keypoint_crop_lr=0"])
+
+
+def test_the_crop_classifier_changes_nothing_else_in_training(tiny_overrides, tmp_path):
+    """Two training steps of the demo config (crop handedness, loss_norm) with the crop term and
+    with it switched off: every other parameter ends the same (balancing, clipping and the
+    optimiser see nothing of the term), and the classifier itself moved."""
+    from detect.engine.trainer import Trainer
+    cfg = load_config("configs/demo.yaml", tiny_overrides + [
+        "train.max_steps=2", "train.batch_size=4", "train.ema=false", "train.eval_every=0",
+        "train.grad_clip=0.5"])
+    assert cfg.model.heads.keypoint_side_tower == "crop" and cfg.train.balancing == "loss_norm"
+
+    def train(with_term: bool, out) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        trainer = Trainer(cfg, out, device="cpu", show_progress=False)
+        crop = trainer.model.heads["keypoints"].side_crop
+        if not with_term:  # the same term, times 0: no gradient, no value
+            loss = crop.loss
+            crop.loss = lambda *a: 0.0 * loss(*a)
+        start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.train()
+        return start, trainer.model.state_dict()
+
+    start, on = train(True, tmp_path / "on")
+    _, off = train(False, tmp_path / "off")
+    crop = [k for k in on if ".side_crop." in k]
+    assert crop and all(not torch.equal(on[k], start[k]) for k in crop)
+    assert all(torch.equal(off[k], start[k]) for k in crop)
+    moved = [k for k in on if k not in crop and not torch.equal(on[k], start[k])]
+    assert moved  # the rest trained
+    for k in on:
+        if k not in crop:
+            torch.testing.assert_close(on[k], off[k], rtol=0, atol=0)
