@@ -68,10 +68,6 @@ class EpochSampler(Sampler[int]):
 
 def build_loader(ds: CocoDetection, batch_size: int, sampler: Sampler, workers: int,
                  size_divisor: int, drop_last: bool = False) -> DataLoader:
-    # the data's randomness is explicit per (seed, epoch, index); the loader's own generator keeps
-    # each new iterator from drawing on the global torch RNG, which training randomness (the crop
-    # classifier's box jitter) uses and checkpoints restore: a resumed run then draws as a straight one
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=Collate(size_divisor), drop_last=drop_last,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                      generator=torch.Generator())
+                      persistent_workers=False, pin_memory=torch.cuda.is_available())

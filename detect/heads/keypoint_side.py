@@ -11,9 +11,10 @@ each person's box (`torchvision.ops.roi_align`, 7 x 7), and classifies it with a
 a ReLU and a linear layer: it trains nothing but itself, so it cannot cost another head anything.
 
 Training crops the ground-truth boxes of persons whose handedness is known (`handedness`), each
-jittered by up to ``jitter`` of its size (a detected box is a few pixels off); inference crops the
-detected boxes. Both clamp the boxes to the map's extent, so the eager model and the exported
-graph (which clips boxes to the input) read the same crops.
+jittered by up to ``jitter`` of its size (a detected box is a few pixels off; the jitter is drawn
+from a seed of the sample, `sample_seed`, so DDP and resumed runs train as one process does);
+inference crops the detected boxes. Both clamp the boxes to the map's extent, so the eager model
+and the exported graph (which clips boxes to the input) read the same crops.
 """
 from __future__ import annotations
 
@@ -42,11 +43,20 @@ def handedness(gt: Tensor, pairs: Tensor) -> tuple[Tensor, Tensor]:
     return spread > 0, spread != 0
 
 
+def sample_seed(image_id: int, boxes: Tensor) -> int:
+    """A seed that is a function of the training sample alone, its image id and its (augmented)
+    boxes: it changes when the augmentation does, and is the same in one process or several
+    (DDP) and after a resume."""
+    values = (boxes.detach().cpu() * 100).round().long().flatten().tolist()
+    return hash((image_id, *values)) & ((1 << 63) - 1)  # ints hash the same in every process
+
+
 def jitter_boxes(boxes: Tensor, amount: float, generator: torch.Generator | None = None) -> Tensor:
     """[N, 4] xyxy with each edge moved by up to ``amount`` of the box's width (x) or height (y),
-    uniformly at random; edges never cross (at least a tenth of the size is kept)."""
+    uniformly at random (``generator``: a CPU generator); edges never cross (at least a tenth of
+    the size is kept)."""
     size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # [N, 4]: w, h, w, h
-    noise = torch.rand(boxes.shape, generator=generator, device=boxes.device) * 2 - 1
+    noise = torch.rand(boxes.shape, generator=generator).to(boxes.device) * 2 - 1
     out = boxes + noise * amount * size
     lo, hi = out[:, :2], torch.maximum(out[:, 2:], out[:, :2] + 0.1 * size[:, :2])
     return torch.cat([lo, hi], 1)
@@ -101,8 +111,9 @@ class CropHandedness(nn.Module):
                 continue
             mirrored, known = handedness(t.keypoints.to(features.device), pairs)
             boxes = t.boxes.to(features.device, torch.float32)[known]
-            if self.training:
-                boxes = jitter_boxes(boxes, self.jitter)
+            if self.training:  # the same jitter for the same sample, however it is run
+                seed = sample_seed(t.image_id, boxes)
+                boxes = jitter_boxes(boxes, self.jitter, torch.Generator().manual_seed(seed))
             rows.append(torch.cat([boxes.new_full((len(boxes), 1), b), boxes], 1))
             labels.append(mirrored[known].float())
         total = sum(len(r) for r in rows)

@@ -8,7 +8,7 @@ import torch
 from torchvision.ops import roi_align
 
 from detect.config import ConfigError, PostprocessConfig, load_config
-from detect.heads.keypoint_side import CropHandedness, jitter_boxes
+from detect.heads.keypoint_side import CropHandedness, jitter_boxes, sample_seed
 from detect.models.build import build_model
 from detect.structures import Target
 
@@ -113,6 +113,10 @@ def test_jitter_moves_each_edge_by_at_most_its_share():
     assert ((out - boxes).abs() <= limit + 1e-5).all()
     assert ((out - boxes).abs() > limit * 0.9).any()  # it does move them
     assert (out[:, 2:] > out[:, :2]).all()
+    # training draws it from the sample: the same sample, the same jitter; another, another
+    seed = sample_seed(7, boxes[:2])
+    assert seed == sample_seed(7, boxes[:2].clone()) >= 0
+    assert len({seed, sample_seed(8, boxes[:2]), sample_seed(7, boxes[:2] + 1)}) == 3
 
 
 def crop_model():
