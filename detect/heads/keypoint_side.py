@@ -7,8 +7,9 @@ bending them towards it costs the boxes (docs/KEYPOINTS.md). The cue is in the i
 linear probe on an ImageNet backbone's stride-16 features, RoI-pooled over the person's box,
 tells a figure facing the camera from one seen from behind for 93-97 % of the sample set's val
 persons after 50 steps. So `CropHandedness` reads the backbone's middle map (C4) *detached*, in
-each person's box (`torchvision.ops.roi_align`, 7 x 7), and classifies it with a 1x1 convolution,
-a ReLU and a linear layer: it trains nothing but itself, so it cannot cost another head anything.
+each person's box (`torchvision.ops.roi_align`, 7 x 7), and classifies it with a 1x1 convolution
+(applied to the map before cropping: the same function, cheaper), a ReLU and a linear layer: it
+trains nothing but itself, so it cannot cost another head anything.
 
 Training crops the ground-truth boxes of persons whose handedness is known (`handedness`), each
 jittered by up to ``jitter`` of its size (a detected box is a few pixels off; the jitter is drawn
@@ -96,10 +97,13 @@ class CropHandedness(nn.Module):
         rois = rois.float()
         limit = rois.new_tensor([w, h, w, h]) * self.stride
         boxes = torch.minimum(rois[:, 1:].clamp(min=0), limit)
-        crops = roi_align(features.detach().float(), torch.cat([rois[:, :1], boxes], 1),
-                          self.size, 1.0 / self.stride, sampling_ratio=2,
-                          aligned=True)  # [P, C, S, S]
-        return self.classify(F.relu(self.reduce(crops)).flatten(1))[:, 0]
+        # the 1x1 convolution first, on the whole map: it commutes with RoIAlign's bilinear
+        # sampling (weights summing to 1 inside the clamped boxes), and RoIAlign on the CPU costs
+        # per channel (100 crops of 112 channels: 20 ms; of 32: a third of it)
+        reduced = self.reduce(features.detach().float())  # [B, hidden, H, W]
+        crops = roi_align(reduced, torch.cat([rois[:, :1], boxes], 1), self.size,
+                          1.0 / self.stride, sampling_ratio=2, aligned=True)  # [P, hidden, S, S]
+        return self.classify(F.relu(crops).flatten(1))[:, 0]
 
     def loss(self, features: Tensor, targets: list[Target], pairs: Tensor) -> Tensor:
         """Mean BCE over the batch's persons whose handedness is known (the count summed over DDP
