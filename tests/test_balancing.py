@@ -86,7 +86,7 @@ def test_own_terms_keep_their_gradient_and_leave_the_balancing_alone():
     losses = {"cls": {"loss_cls": torch.tensor(1.0)},
               "keypoints": {"loss_kpt": kpt, "loss_kpt_side": side}}
     masked = own_terms_gradient_only(losses, {"loss_kpt_side"})
-    assert float(masked["keypoints"]["loss_kpt_side"]) == 0.0
+    assert float(masked["keypoints"]["loss_kpt_side"].detach()) == 0.0
     assert masked["keypoints"]["loss_kpt"] is kpt and masked["cls"] == losses["cls"]
     LossNormWeighting(["cls", "keypoints"])(head_totals(masked)).backward()
     assert float(kpt.grad) == pytest.approx(1 / 3)  # 1 / its own magnitude: the side term adds none
