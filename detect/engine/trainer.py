@@ -123,7 +123,7 @@ class Trainer:
         # terms that train only their head's own parameters: in no balancing statistic
         self.own_terms = {term for h in self.heads for term in self.model.heads[h].own_terms}
         # their parameters: an optimiser group and a gradient clip of their own
-        own = {id(p) for head in self.model.heads.values() for p in head.own_parameters()}
+        own = _own_parameter_ids(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.clip_groups = [g for g in ([p for p in params if id(p) not in own],
                                         [p for p in params if id(p) in own]) if g]
@@ -435,12 +435,17 @@ def _metric(metrics: dict, dotted: str) -> float | None:
     return float(node)
 
 
-def _build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+def _own_parameter_ids(model: MultiHeadDetector) -> set[int]:
+    """ids of the parameters only their heads' ``own_terms`` train (`Head.own_parameters`)."""
+    return {id(p) for head in model.heads.values() for p in head.own_parameters()}
+
+
+def _build_optimizer(cfg: Config, model: MultiHeadDetector) -> torch.optim.Optimizer:
     """No weight decay on biases and normalisation parameters; each head's own parameters
     (`Head.own_parameters`) in a group of their own at ``own_lr_scale`` times the learning rate,
     without weight decay."""
     t = cfg.train
-    own = {id(p) for head in model.heads.values() for p in head.own_parameters()}
+    own = _own_parameter_ids(model)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in own:

@@ -122,7 +122,6 @@ class KeypointHead(Head):
         self.side_crop = side_crop
         # the crop classifier reads the backbone detached: its term trains it alone
         self.own_terms = ("loss_kpt_side",) if side_crop is not None else ()
-        self.own_lr_scale = side_crop.lr_scale if side_crop is not None else 1.0
         if len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} sigmas for {num_keypoints} keypoints")
         for what, g in (("heatmaps", groups), ("offset fields", fields)):
@@ -225,6 +224,10 @@ class KeypointHead(Head):
         return [(layers, *predictors[min(level, 1)])
                 for level, layers in enumerate(fold_levels(towers, num_levels))]
 
+    @property
+    def own_lr_scale(self) -> float:
+        return 1.0 if self.side_crop is None else self.side_crop.lr_scale
+
     def own_parameters(self) -> list[torch.nn.Parameter]:
         """The crop classifier's parameters: only ``loss_kpt_side`` trains them."""
         return [] if self.side_crop is None else list(self.side_crop.parameters())
@@ -282,12 +285,12 @@ class KeypointHead(Head):
         zero = pred.sum() * 0.0
         # the field's and the crops' normalisers are collectives under DDP: computed on every call,
         # on every rank
-        fields = ({"loss_kpt_field": self.field_weight * self._field_loss(pred, matches)}
+        always = ({"loss_kpt_field": self.field_weight * self._field_loss(pred, matches)}
                   if self.num_fields else {})
         if self.side_crop is not None:
             if crop_features is None:
                 raise ValueError("this keypoint head's handedness reads crop_features")
-            fields["loss_kpt_side"] = self.side_weight * self.side_crop.loss(
+            always["loss_kpt_side"] = self.side_weight * self.side_crop.loss(
                 crop_features, matches.targets, self.pairs)
         empty = {"loss_kpt": zero, "loss_kpt_l1": zero, "loss_kpt_vis": zero}
         if self.num_sides:
@@ -295,10 +298,10 @@ class KeypointHead(Head):
         if self.num_heatmaps:
             empty["loss_kpt_heat"] = zero
         if matches.keypoints is None:
-            return empty | fields
+            return empty | always
         use = matches.keypoint_positive  # [B, A]
         if not bool(use.any()):
-            return empty | fields
+            return empty | always
         # [P, K, 2], [P, K], [P, S]
         offsets, vis_logits, side_logits = self._split(pred[use].float())
         anchors = matches.anchors.expand(use.shape[0], -1, -1)[use]  # [P, 4]
@@ -321,7 +324,7 @@ class KeypointHead(Head):
         if self.num_heatmaps:
             heat_loss = self._heatmap_loss(pred, matches) / matches.num_labelled_keypoints
             losses["loss_kpt_heat"] = HEATMAP_WEIGHT * heat_loss
-        return losses | fields
+        return losses | always
 
     def _finest(self, pred: Tensor, matches: Matches) -> tuple[Tensor, Tensor, Tensor, float]:
         """The finest level's heatmap logits [B, M, J] and fields [B, M, F, 2] (`maps`), its
