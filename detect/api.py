@@ -12,10 +12,10 @@ from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import ImageInput, load_image
 from detect.data.transforms import Sample, letterbox_image
 from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, stored_config
-from detect.models.build import build_model
+from detect.models.build import HeadFactory, build_model
 from detect.models.detector import HeadOutputs, MultiHeadDetector
 from detect.models.frozen import FrozenForward
-from detect.prediction import Prediction, mask_keypoints
+from detect.prediction import Prediction, masked_field
 from detect.structures import Detections
 from detect.video import predict_video
 
@@ -46,7 +46,9 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
-                        use_ema: bool = True) -> "Detector":
+                        use_ema: bool = True, heads: Sequence[HeadFactory] = ()) -> "Detector":
+        """The model a training run saved; ``heads``: the builders of heads of the caller's that
+        it was trained with (`detect.models.build`)."""
         ckpt = load_checkpoint(path, map_location="cpu")
         cfg = stored_config(ckpt, path)
         categories = CategoryMap.from_dict(ckpt["categories"])
@@ -57,7 +59,10 @@ class Detector:
             raise CheckpointError(f"{path}: its config has {k} keypoints but it names {have}")
         model = build_model(_no_pretrained(cfg).model, categories.num_classes, k,
                             kmeta.label_mask(categories) if k else None,
-                            kmeta.flip_pairs if k else ())
+                            kmeta.flip_pairs if k else (), extra_heads=heads)
+        if missing := [h for h in cfg.train.heads if h not in model.heads]:
+            raise CheckpointError(f"{path}: trained with head(s) {', '.join(missing)} that this "
+                                  "program was not given (Detector.from_checkpoint(..., heads=))")
         ema = ckpt.get("ema")
         weights = ema.get("module") if use_ema and isinstance(ema, dict) else ckpt["model"]
         try:
@@ -70,16 +75,17 @@ class Detector:
     @classmethod
     def from_config(cls, path: str | Path, overrides: Sequence[str] = (),
                     categories: Sequence[str] | None = None,
-                    device: str | torch.device = "cpu") -> "Detector":
+                    device: str | torch.device = "cpu",
+                    heads: Sequence[HeadFactory] = ()) -> "Detector":
         """Random initialisation; class names default to ``class0..`` (model.num_classes).
-        With no data to read them from, K is ``model.heads.num_keypoints``, else the number of
-        ``keypoint_sigmas``, else COCO's 17; keypoints are named ``kp0..`` and their left/right
+        With no data to read them from, K is ``model.heads.keypoints.num_keypoints``, else the
+        number of its ``sigmas``, else COCO's 17; keypoints are named ``kp0..`` and their left/right
         pairs (handedness, flipping) are ``data.flip_pairs`` (none when unset)."""
         cfg = load_config(path, list(overrides))
-        heads = cfg.model.heads
-        k = heads.num_keypoints
+        kp = cfg.model.heads.keypoints
+        k = kp.num_keypoints
         if k is None:
-            k = len(heads.keypoint_sigmas) if heads.keypoint_sigmas is not None else 17
+            k = len(kp.sigmas) if kp.sigmas is not None else 17
         cfg = resolve_keypoints(cfg, tuple(f"kp{i}" for i in range(k)), str(path))
         n = len(categories) if categories else cfg.model.num_classes
         if n <= 0:
@@ -93,7 +99,8 @@ class Detector:
             raise ValueError(f"data.flip_pairs {list(pairs)}: each keypoint at most once, in range "
                              f"for {k} keypoints")
         kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k)), flip_pairs=pairs) if k else None
-        return cls(build_model(cfg.model, n, k, flip_pairs=pairs), cfg, cmap, kmeta, device)
+        return cls(build_model(cfg.model, n, k, flip_pairs=pairs, extra_heads=heads), cfg, cmap,
+                   kmeta, device)
 
     @classmethod
     def from_torchvision(cls, source: str | Path, image_size: int | None = None,
@@ -152,22 +159,18 @@ class Detector:
         return [self._to_prediction(d, s, img.shape[:2]) for d, s, img in zip(dets, samples, images)]
 
     def _to_prediction(self, det: Detections, s: Sample, size: tuple[int, int]) -> Prediction:
-        d = det.map_to_original(s.scale, s.offset)
-        h, w = size
-        boxes = d.boxes.cpu().numpy()
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        d = self.model.to_original(det, s.scale, s.offset, size)
         labels = d.labels.cpu().numpy()
         ids = np.array([self.categories.category_id(int(i)) for i in labels], np.int64)
-        kpts, has = mask_keypoints(None if d.keypoints is None else d.keypoints.cpu().numpy(), ids,
-                                   self.keypoints)
-        return Prediction(boxes=boxes, scores=d.scores.cpu().numpy(), labels=ids,
-                          names=[self.categories.names[int(i)] for i in labels], keypoints=kpts,
-                          has_keypoints=has)
+        heads = self.model.instance_heads()
+        fields = {n: masked_field(v.cpu().numpy(), heads[n].present(d.labels).cpu().numpy(),
+                                  heads[n].geometry) for n, v in d.fields.items()}
+        return Prediction(boxes=d.boxes.cpu().numpy(), scores=d.scores.cpu().numpy(), labels=ids,
+                          names=[self.categories.names[int(i)] for i in labels], fields=fields)
 
     @property
     def sigmas(self) -> tuple[float, ...]:
-        return keypoint_sigmas(self.cfg.model.heads)
+        return keypoint_sigmas(self.cfg.model.heads.keypoints)
 
 
 def _keypoint_meta(d: dict | None) -> KeypointMeta | None:

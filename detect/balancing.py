@@ -382,3 +382,15 @@ def build_balancer(kind: BalanceKind, heads: list[str],
             return PCGrad(heads, weights, seed)
     raise ValueError(f"unknown balancing kind {kind!r}; "
                      "expected fixed, uncertainty, loss_norm, gradnorm or pcgrad")
+
+
+def group_mismatch(expected: tuple[str, ...], losses: dict[str, dict[str, Tensor]],
+                   apart: tuple[str, ...]) -> str:
+    """The one-line error for balancing groups that do not match the losses the heads return."""
+    terms = sorted(k for g in losses.values() for k in g)
+    missing = [k for k in apart if k not in losses]
+    if missing:
+        return (f"train.balance_apart: no trained head returns {', '.join(missing)} (the terms: "
+                f"{', '.join(terms)})")
+    empty = [h for h in expected if h not in losses]
+    return f"train.balance_apart leaves head(s) {', '.join(empty)} without a loss term of their own"

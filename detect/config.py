@@ -10,24 +10,19 @@ Every key is checked against the dataclasses below: an unknown key or a value of
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from detect.config_legacy import legacy_hint, translate_legacy
+from detect.config_parse import (ConfigError, build, check_keys, merge, parse_override,
+                                 read_layers, where)
 from detect.io import atomic_write_text
 
-HeadName = Literal["cls", "box", "keypoints"]
-
-
-class ConfigError(ValueError):
-    """A user error in a config file or override; its message is one line."""
-
+BUILT_IN_HEADS = ("cls", "box", "keypoints")
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -90,47 +85,51 @@ class MatcherConfig:
 
 
 @dataclass(frozen=True)
-class HeadsConfig:
-    tower_depth: int = 4
-    # the keypoint head's own tower depth; None: ``tower_depth`` (docs/KEYPOINTS.md)
-    keypoint_tower_depth: int | None = None
-    # the keypoint head's own tower width; None: the FPN's channels (docs/KEYPOINTS.md)
-    keypoint_tower_channels: int | None = None
-    norm: Literal["none", "gn", "bn"] = "none"
-    share_tower: bool = False  # one tower feeds every head
-    depthwise: bool = False  # depthwise-separable tower convolutions
+class ClassificationHeadConfig:
+    tower_depth: int | None = None  # None: model.heads.tower_depth
     prior_prob: float = 0.01
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    box_loss: Literal["giou", "smooth_l1", "giou+l1"] = "giou"
-    box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class BoxHeadConfig:
+    tower_depth: int | None = None  # None: model.heads.tower_depth
+    loss: Literal["giou", "smooth_l1"] = "giou"
+    weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # box coder weights
+
+
+@dataclass(frozen=True)
+class KeypointHeadConfig:
     # K; None: from the training annotations' categories (`resolve_keypoints`); 0: no keypoint head
     num_keypoints: int | None = None
     # per-keypoint OKS sigmas; None: COCO's when the keypoints are COCO's (by name, or K == 17)
-    keypoint_sigmas: tuple[float, ...] | None = None
-    # heatmaps on the finest level that snap regressed keypoints onto their joints
-    # (detect/heads/keypoint_heatmap.py); needs one anchor per location
-    keypoint_heatmaps: bool = False
-    # regress each left/right pair as (image-left, image-right) plus one logit per object for
-    # which side is its left (detect/heads/keypoints.py); needs the data's flip pairs
-    keypoint_handedness: bool = False
+    sigmas: tuple[float, ...] | None = None
+    tower_depth: int | None = None  # None: model.heads.tower_depth
+    tower_channels: int | None = None  # None: the FPN's channels
+    # left/right pairs regressed as (image-left, image-right) plus which side is the person's
+    # left: a logit per anchor beside the keypoints (anchor) or per detected person from its crop
+    # of the backbone's C4 map, read detached (crop); needs the data's flip pairs
+    # (detect/heads/keypoints.py, docs/KEYPOINTS.md)
+    handedness: Literal["none", "anchor", "crop"] = "none"
+    side_weight: float = 2.0  # weight of the handedness term
+    crop_lr: float = 5.0  # with handedness crop: the crop classifier's lr, times train.lr
     # a short-range offset field on the finest level that walks regressed keypoints onto their
     # joints (detect/heads/keypoint_field.py); needs one anchor per location
-    keypoint_field: bool = False
-    keypoint_field_weight: float = 1.0  # weight of its L1 term (cells) in the keypoint loss
-    keypoint_l1_weight: float = 1.0  # weight of the L1 term beside 1 - OKS in the keypoint loss
-    keypoint_side_weight: float = 2.0  # weight of the handedness term (docs/KEYPOINTS.md)
-    # the tower whose features the handedness logit reads: the keypoint head's, a second tower of
-    # the keypoint head's depth and width (own), or the classification head's; with own or cls the
-    # logit has a 3x3 predictor of its own (docs/KEYPOINTS.md); crop: per detected person, from its
-    # crop of the backbone's C4 map, read detached (detect/heads/keypoint_side.py); without
-    # handedness, no effect
-    keypoint_side_tower: Literal["keypoints", "own", "cls", "crop"] = "keypoints"
-    # with keypoint_side_tower crop: the crop classifier's learning rate as a multiple of train.lr
-    keypoint_crop_lr: float = 5.0
-    # with keypoint_side_tower cls: the handedness term's gradient into the classification tower
-    # (and below) times this; 0: the tower is not trained by it, only the predictor
-    keypoint_side_grad: float = 1.0
+    field: bool = False
+    field_weight: float = 1.0  # weight of its L1 term (cells) in the keypoint loss
+    l1_weight: float = 1.0  # weight of the L1 term beside 1 - OKS in the keypoint loss
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """Shared settings of the heads' towers, then one section per head."""
+
+    tower_depth: int = 4  # every head's tower depth, unless its section sets one
+    norm: Literal["none", "gn", "bn"] = "none"
+    cls: ClassificationHeadConfig = field(default_factory=ClassificationHeadConfig)
+    box: BoxHeadConfig = field(default_factory=BoxHeadConfig)
+    keypoints: KeypointHeadConfig = field(default_factory=KeypointHeadConfig)
 
 
 @dataclass(frozen=True)
@@ -158,7 +157,8 @@ class PostprocessConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    heads: tuple[HeadName, ...] = ("cls", "box", "keypoints")  # trained and evaluated
+    # trained and evaluated: of the package's heads, and any given to the trainer in Python
+    heads: tuple[str, ...] = BUILT_IN_HEADS
     epochs: int = 12
     max_steps: int = 0  # > 0: stop after this many optimiser steps (overrides epochs)
     batch_size: int = 8
@@ -185,7 +185,7 @@ class TrainConfig:
     gradnorm_alpha: float = 1.5
     gradnorm_lr: float = 0.025
     grad_diagnostics_every: int = 0  # optimiser steps between gradient-conflict measurements
-    freeze: tuple[str, ...] = ()  # any of backbone, neck, cls, box, keypoints: not trained
+    freeze: tuple[str, ...] = ()  # backbone, neck and/or heads of train.heads: not trained
     log_every: int = 20
     eval_every: int = 1  # epochs between evaluations, 0 = only at the end
     best_metric: str = "bbox.AP"
@@ -207,24 +207,24 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     """Load a YAML file (following ``_base_``), apply dotted overrides, check and build `Config`."""
     raw: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    if path is not None:
-        for file, layer in _read_layers(Path(path)):
-            _check_keys(layer, Config, str(file))
-            _merge(raw, layer, origin, str(file))
-    for item in overrides:
-        layer = _parse_override(item)
-        _check_keys(layer, Config, "command line")
-        _merge(raw, layer, origin, "command line")
-    cfg = _build(Config, raw, "", origin)
+    layers = [(str(f), layer) for f, layer in read_layers(Path(path))] if path is not None else []
+    layers += [("command line", parse_override(item)) for item in overrides]
+    for file, layer in layers:
+        legacy_hint(layer, file)
+        check_keys(layer, Config, file)
+        merge(raw, layer, origin, file)
+    cfg = build(Config, raw, "", origin)
     _validate(cfg, origin)
     return cfg
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
-    """Build a `Config` from a plain nested dict (e.g. one stored in a checkpoint)."""
-    _check_keys(raw, Config, source)
+    """Build a `Config` from a plain nested dict (e.g. one stored in a checkpoint, whose keys may
+    be those of an older layout: `detect.config_legacy.translate_legacy`)."""
+    raw = translate_legacy(raw, source)
+    check_keys(raw, Config, source)
     origin = {"": source}  # every error names the source
-    cfg = _build(Config, raw, "", origin)
+    cfg = build(Config, raw, "", origin)
     _validate(cfg, origin)
     return cfg
 
@@ -246,277 +246,92 @@ def save_config(cfg: Config, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
-    """[(file, mapping)] from the deepest base to `path`."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: _base_ cycle")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    base = data.pop("_base_", None)
-    layers: list[tuple[Path, dict[str, Any]]] = []
-    if base is not None:
-        layers = _read_layers(path.parent / str(base), seen + (path.resolve(),))
-    return layers + [(path, data)]
-
-
-def _parse_override(item: str) -> dict[str, Any]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"command line: override '{item}' is not of the form key=value")
-    try:
-        parsed = yaml.safe_load(value) if value != "" else ""
-    except yaml.YAMLError:
-        parsed = value
-    out: dict[str, Any] = {}
-    node = out
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = parsed
-    return out
-
-
-def _merge(dst: dict[str, Any], src: dict[str, Any], origin: dict[str, str], file: str,
-           prefix: str = "") -> None:
-    for k, v in src.items():
-        dotted = f"{prefix}{k}"
-        if isinstance(v, dict) and isinstance(dst.get(k), dict) and not _is_free_dict(dotted):
-            _merge(dst[k], v, origin, file, dotted + ".")
-        else:
-            dst[k] = v
-            origin[dotted] = file
-
-
-def _is_free_dict(dotted: str) -> bool:
-    """Keys whose value is a free-form mapping (replaced, not merged key by key)."""
-    return dotted in {"train.loss_weights"}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _check_keys(layer: dict[str, Any], cls: type, file: str, prefix: str = "") -> None:
-    hints = _hints(cls)
-    for k, v in layer.items():
-        dotted = f"{prefix}{k}"
-        if k not in hints:
-            close = difflib.get_close_matches(str(k), list(hints), n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ConfigError(f"{file}: unknown key '{dotted}'{hint}")
-        sub = hints[k]
-        if dataclasses.is_dataclass(sub):
-            if not isinstance(v, dict):
-                raise ConfigError(f"{file}: '{dotted}' must be a mapping, got {v!r}")
-            _check_keys(v, sub, file, dotted + ".")
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str, origin: dict[str, str]) -> Any:
-    kwargs = {}
-    for name, tp in _hints(cls).items():
-        if name not in raw:
-            continue
-        dotted = f"{prefix}{name}"
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name], dotted + ".", origin)
-        else:
-            kwargs[name] = _coerce(raw[name], tp, dotted, origin)
-    return cls(**kwargs)
-
-
-def _where(dotted: str, origin: dict[str, str]) -> str:
-    while dotted and dotted not in origin:
-        dotted = dotted.rpartition(".")[0]
-    return origin.get(dotted, "config")
-
-
-def _coerce(value: Any, tp: Any, dotted: str, origin: dict[str, str]) -> Any:
-    """Check `value` against type `tp` (converting lists to tuples, ints to floats)."""
-    try:
-        return _convert(value, tp)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{_where(dotted, origin)}: '{dotted}' must be {_type_name(tp)}, got {value!r}"
-        ) from None
-
-
-def _convert(value: Any, tp: Any) -> Any:
-    o, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if o in (typing.Union, types.UnionType):
-        for a in args:
-            try:
-                return _convert(value, a)
-            except (TypeError, ValueError):
-                pass
-        raise TypeError
-    if tp is type(None):
-        if value is None:
-            return None
-        raise TypeError
-    if o is Literal:
-        if value in args:
-            return value
-        raise ValueError
-    if o is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0]) for v in value)
-        if len(args) != len(value):
-            raise ValueError
-        return tuple(_convert(v, a) for v, a in zip(value, args))
-    if o is dict:
-        if not isinstance(value, dict):
-            raise TypeError
-        return {_convert(k, args[0]): _convert(v, args[1]) for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise TypeError
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            return float(value)
-        raise TypeError
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError
-    raise TypeError
-
-
-def _type_name(tp: Any) -> str:
-    o, args = typing.get_origin(tp), typing.get_args(tp)
-    if o is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if o in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if o is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_name(args[0])}"
-        return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
-    if o is dict:
-        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}"
-    if tp is type(None):
-        return "null"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, str(tp))
-
-
 def _validate(cfg: Config, origin: dict[str, str]) -> None:
     """Cross-field checks that types alone cannot express."""
-    heads = cfg.model.heads
-    k = heads.num_keypoints
-    if k is not None and k < 0:
-        raise ConfigError(f"{_where('model.heads.num_keypoints', origin)}: "
-                          f"model.heads.num_keypoints must be >= 0 or null, got {k}")
-    if k and heads.keypoint_sigmas is not None and len(heads.keypoint_sigmas) != k:
-        raise ConfigError(
-            f"{_where('model.heads.keypoint_sigmas', origin)}: 'model.heads.keypoint_sigmas' "
-            f"has {len(heads.keypoint_sigmas)} values but model.heads.num_keypoints is {k}")
-    if k and heads.keypoint_sigmas is None and k != COCO_PERSON_SIGMAS_LEN:
-        raise ConfigError(
-            f"{_where('model.heads.num_keypoints', origin)}: model.heads.num_keypoints is {k}: "
-            f"set model.heads.keypoint_sigmas ({k} values); COCO's sigmas apply only to 17")
     n_levels = 3 + cfg.model.neck.extra_levels
     if len(cfg.model.anchors.sizes) != n_levels:
         raise ConfigError(
-            f"{_where('model.anchors.sizes', origin)}: 'model.anchors.sizes' needs one size per "
+            f"{where('model.anchors.sizes', origin)}: 'model.anchors.sizes' needs one size per "
             f"FPN level ({n_levels}), got {len(cfg.model.anchors.sizes)}")
-    if cfg.model.matcher.kind == "atss" and (
-            len(cfg.model.anchors.ratios) * len(cfg.model.anchors.scales) != 1):
-        pass  # allowed: ATSS works with several anchors per location, just slower
     h = cfg.model.heads
-    if h.tower_depth < 0 or (h.keypoint_tower_depth or 0) < 0 or (
-            h.keypoint_tower_channels is not None and h.keypoint_tower_channels < 1):
-        raise ConfigError(f"{_where('model.heads', origin)}: model.heads.tower_depth and "
-                          "keypoint_tower_depth must be >= 0, keypoint_tower_channels >= 1 (or "
-                          "null: the FPN's channels)")
-    depth = h.tower_depth if h.keypoint_tower_depth is None else h.keypoint_tower_depth
-    # the settings of the keypoint head's own tower, and how to drop each (one message for all)
-    drop = {"keypoint_tower_depth": "null", "keypoint_tower_channels": "null"}
-    own = [k for k in drop if getattr(h, k) is not None]
-    side_own = h.keypoint_handedness and h.keypoint_side_tower == "own"
-    if h.share_tower and (own or side_own):
-        items = own + ["keypoint_side_tower own"] * side_own
-        fix = [f"model.heads.{k}={drop[k]}" for k in own]
-        fix += ["model.heads.keypoint_side_tower=keypoints"] * side_own
-        raise ConfigError(f"{_where('model.heads', origin)}: model.heads.share_tower true, but "
-                          f"{', '.join(items)} {'needs' if len(items) == 1 else 'need'} the "
-                          f"keypoint head's own tower: set share_tower false, or also set "
-                          f"{' '.join(fix)}")
-    if (h.keypoint_tower_channels is not None or side_own) and depth == 0:
-        fix = ["model.heads.keypoint_tower_channels=null"] * (h.keypoint_tower_channels is not None)
-        fix += ["model.heads.keypoint_side_tower=keypoints"] * side_own
-        raise ConfigError(f"{_where('model.heads', origin)}: the keypoint tower has depth 0 "
-                          "(tower_depth, or keypoint_tower_depth) and so no width and no second "
-                          f"tower: give it a depth above 0, or also set {' '.join(fix)}")
-    if not (math.isfinite(h.keypoint_side_grad) and 0 <= h.keypoint_side_grad <= 1):
-        raise ConfigError(f"{_where('model.heads.keypoint_side_grad', origin)}: "
-                          "model.heads.keypoint_side_grad must be between 0 and 1")
-    if h.keypoint_side_grad != 1 and h.keypoint_side_tower != "cls":
-        raise ConfigError(f"{_where('model.heads.keypoint_side_grad', origin)}: "
-                          "model.heads.keypoint_side_grad scales what the handedness term sends "
-                          "into the classification tower: it needs keypoint_side_tower cls")
-    if not (math.isfinite(h.keypoint_crop_lr) and h.keypoint_crop_lr > 0):
-        raise ConfigError(f"{_where('model.heads.keypoint_crop_lr', origin)}: "
-                          "model.heads.keypoint_crop_lr must be a positive number")
-    if h.keypoint_side_tower == "crop" and "loss_kpt_side" in cfg.train.balance_apart:
-        raise ConfigError(f"{_where('train.balance_apart', origin)}: with model.heads."
-                          "keypoint_side_tower crop, loss_kpt_side trains the crop classifier alone "
-                          "and is in no balancing group: drop it from train.balance_apart")
-    if len(set(cfg.train.balance_apart)) != len(cfg.train.balance_apart):
-        raise ConfigError(f"{_where('train.balance_apart', origin)}: a loss term is named twice")
-    for term in cfg.train.balance_apart:
-        if not term.startswith("loss_") or term == "loss":
-            raise ConfigError(f"{_where('train.balance_apart', origin)}: '{term}' is not a loss "
-                              "term's name (loss_cls, loss_kpt_side, ...: the keys the heads log)")
-    groups = (*typing.get_args(HeadName), *cfg.train.balance_apart)
-    for name, value in cfg.train.loss_weights.items():
-        if name not in groups:
-            raise ConfigError(f"{_where('train.loss_weights', origin)}: 'train.loss_weights' has "
-                              f"unknown head '{name}' (heads: cls, box, keypoints, and the terms "
-                              "of train.balance_apart)")
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{_where('train.loss_weights', origin)}: weight of '{name}' must "
-                              f"be a finite number >= 0")
+    depths = [h.tower_depth, h.cls.tower_depth, h.box.tower_depth, h.keypoints.tower_depth]
+    if any(d is not None and d < 0 for d in depths):
+        raise ConfigError(f"{where('model.heads', origin)}: the model.heads tower depths must be "
+                          ">= 0")
+    _validate_keypoints(cfg, origin)
+    _validate_balancing(cfg, origin)
     t = cfg.train
-    if not 0 <= t.balancing_ema < 1 or t.gradnorm_lr <= 0 or t.grad_diagnostics_every < 0:
-        raise ConfigError(f"{_where('train', origin)}: train.balancing_ema must be in [0, 1), "
-                          "train.gradnorm_lr > 0 and train.grad_diagnostics_every >= 0")
     for part in t.freeze:
-        if part not in ("backbone", "neck", "cls", "box", "keypoints"):
-            raise ConfigError(f"{_where('train.freeze', origin)}: 'train.freeze' has unknown part "
-                              f"'{part}' (backbone, neck, cls, box, keypoints)")
-    if cfg.train.accumulate < 1 or cfg.train.batch_size < 1:
-        raise ConfigError(f"{_where('train', origin)}: train.batch_size and train.accumulate "
+        if part not in ("backbone", "neck", *t.heads):
+            raise ConfigError(f"{where('train.freeze', origin)}: 'train.freeze' has unknown part "
+                              f"'{part}' (backbone, neck, {', '.join(t.heads)})")
+    if len(set(t.heads)) != len(t.heads):
+        raise ConfigError(f"{where('train.heads', origin)}: train.heads names a head twice")
+    if t.accumulate < 1 or t.batch_size < 1:
+        raise ConfigError(f"{where('train', origin)}: train.batch_size and train.accumulate "
                           "must be >= 1")
 
 
+def _validate_keypoints(cfg: Config, origin: dict[str, str]) -> None:
+    kp = cfg.model.heads.keypoints
+    k = kp.num_keypoints
+    key = "model.heads.keypoints"
+    if k is not None and k < 0:
+        raise ConfigError(f"{where(key + '.num_keypoints', origin)}: {key}.num_keypoints must be "
+                          f">= 0 or null, got {k}")
+    if k and kp.sigmas is not None and len(kp.sigmas) != k:
+        raise ConfigError(f"{where(key + '.sigmas', origin)}: '{key}.sigmas' has "
+                          f"{len(kp.sigmas)} values but {key}.num_keypoints is {k}")
+    if k and kp.sigmas is None and k != COCO_PERSON_SIGMAS_LEN:
+        raise ConfigError(f"{where(key + '.num_keypoints', origin)}: {key}.num_keypoints is {k}: "
+                          f"set {key}.sigmas ({k} values); COCO's sigmas apply only to 17")
+    depth = cfg.model.heads.tower_depth if kp.tower_depth is None else kp.tower_depth
+    if kp.tower_channels is not None and (kp.tower_channels < 1 or depth == 0):
+        raise ConfigError(f"{where(key + '.tower_channels', origin)}: {key}.tower_channels needs "
+                          "a tower (a depth above 0) and must be >= 1, or null (the FPN's "
+                          "channels)")
+    if not (math.isfinite(kp.crop_lr) and kp.crop_lr > 0):
+        raise ConfigError(f"{where(key + '.crop_lr', origin)}: {key}.crop_lr must be a positive "
+                          "number")
+    if kp.handedness == "crop" and "loss_kpt_side" in cfg.train.balance_apart:
+        raise ConfigError(f"{where('train.balance_apart', origin)}: with {key}.handedness crop, "
+                          "loss_kpt_side trains the crop classifier alone and is in no balancing "
+                          "group: drop it from train.balance_apart")
+
+
+def _validate_balancing(cfg: Config, origin: dict[str, str]) -> None:
+    t = cfg.train
+    if len(set(t.balance_apart)) != len(t.balance_apart):
+        raise ConfigError(f"{where('train.balance_apart', origin)}: a loss term is named twice")
+    for term in t.balance_apart:
+        if not term.startswith("loss_") or term == "loss":
+            raise ConfigError(f"{where('train.balance_apart', origin)}: '{term}' is not a loss "
+                              "term's name (loss_cls, loss_kpt_side, ...: the keys the heads log)")
+    groups = (*t.heads, *t.balance_apart)
+    for name, value in t.loss_weights.items():
+        if name not in groups:
+            raise ConfigError(f"{where('train.loss_weights', origin)}: 'train.loss_weights' has "
+                              f"unknown head '{name}' (heads: {', '.join(t.heads)}, and the "
+                              "terms of train.balance_apart)")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{where('train.loss_weights', origin)}: weight of '{name}' must "
+                              f"be a finite number >= 0")
+    if not 0 <= t.balancing_ema < 1 or t.gradnorm_lr <= 0 or t.grad_diagnostics_every < 0:
+        raise ConfigError(f"{where('train', origin)}: train.balancing_ema must be in [0, 1), "
+                          "train.gradnorm_lr > 0 and train.grad_diagnostics_every >= 0")
+
+
 def model_keypoints(cfg: Config) -> int:
-    """Keypoints the built model predicts: ``model.heads.num_keypoints`` when ``train.heads``
+    """Keypoints the built model predicts: ``model.heads.keypoints.num_keypoints`` when ``train.heads``
     includes ``keypoints``, else 0 (no keypoint head is built, trained, run or saved). A K left
     to the data (None) counts as 0 until `resolve_keypoints` has read it from the data."""
-    return (cfg.model.heads.num_keypoints or 0) if "keypoints" in cfg.train.heads else 0
+    return (cfg.model.heads.keypoints.num_keypoints or 0) if "keypoints" in cfg.train.heads else 0
 
 
-def keypoint_sigmas(cfg: HeadsConfig) -> tuple[float, ...]:
+def keypoint_sigmas(cfg: KeypointHeadConfig) -> tuple[float, ...]:
     """Per-keypoint OKS sigmas: the config's, or COCO's person sigmas for K == 17."""
-    if cfg.keypoint_sigmas is not None:
-        return cfg.keypoint_sigmas
+    if cfg.sigmas is not None:
+        return cfg.sigmas
     if cfg.num_keypoints == COCO_PERSON_SIGMAS_LEN:
         from detect.losses import COCO_PERSON_SIGMAS
         return tuple(float(s) for s in COCO_PERSON_SIGMAS)
@@ -528,38 +343,39 @@ def resolve_keypoints(cfg: Config, names: tuple[str, ...], source: str) -> Confi
     ``names`` (``()``: the data has no keypoints), read from ``source``:
 
     * ``train.heads`` without ``keypoints``: box-only, whatever the data has (K = 0).
-    * K is the data's unless ``model.heads.num_keypoints`` sets it (then they must agree); K = 0
+    * K is the data's unless ``model.heads.keypoints.num_keypoints`` sets it (then they must agree); K = 0
       trains and evaluates the other heads only.
     * sigmas are the config's, else COCO's for COCO keypoint names (or 17 unnamed ones); any
       other K without sigmas is a `ConfigError` saying how to give them.
     """
-    heads = cfg.model.heads
+    heads = cfg.model.heads.keypoints
     k_data = len(names)
     if "keypoints" not in cfg.train.heads:
         k = 0
     elif heads.num_keypoints is None:
         k = k_data
     elif heads.num_keypoints != k_data:
-        raise ConfigError(f"{source}: model.heads.num_keypoints is {heads.num_keypoints} but the "
+        raise ConfigError(f"{source}: model.heads.keypoints.num_keypoints is {heads.num_keypoints} but the "
                           f"training annotations have {k_data} keypoints per object (leave it "
                           "unset to follow the data, or set train.heads=[cls,box] for boxes only)")
     else:
         k = k_data
-    sigmas = heads.keypoint_sigmas if k else None
+    sigmas = heads.sigmas if k else None
     if k and sigmas is None:
         sigmas = _known_sigmas(names)
     if k and sigmas is None:
         raise ConfigError(f"{source}: the training annotations have {k} keypoints "
                           f"({', '.join(names[:4])}{', ...' if k > 4 else ''}) with no known OKS "
-                          f"sigmas: set model.heads.keypoint_sigmas to {k} values, one per keypoint "
+                          f"sigmas: set model.heads.keypoints.sigmas to {k} values, one per keypoint "
                           "(COCO's per joint: detect.losses.COCO_PERSON_SIGMAS)")
     if k and len(sigmas) != k:
-        raise ConfigError(f"{source}: model.heads.keypoint_sigmas has {len(sigmas)} values but the "
+        raise ConfigError(f"{source}: model.heads.keypoints.sigmas has {len(sigmas)} values but the "
                           f"training annotations have {k} keypoints per object")
     train_heads = cfg.train.heads if k else tuple(h for h in cfg.train.heads if h != "keypoints")
+    keypoints = dataclasses.replace(heads, num_keypoints=k, sigmas=tuple(sigmas) if k else None)
     return dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, heads=dataclasses.replace(
-            heads, num_keypoints=k, keypoint_sigmas=tuple(sigmas) if k else None)),
+            cfg.model.heads, keypoints=keypoints)),
         train=dataclasses.replace(cfg.train, heads=train_heads))
 
 

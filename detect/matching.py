@@ -2,7 +2,7 @@
 
 A matcher maps the anchors of one image to ``matched [A]`` int64: the index of the matched
 ground-truth object (>= 0), ``Matches.BACKGROUND`` (-1) or ``Matches.IGNORED`` (-2).
-`match_batch` runs a matcher on every image and gathers the matched boxes, labels, keypoints and
+`match_batch` runs a matcher on every image and gathers the matched boxes, labels and
 areas per anchor into a `Matches`.
 
 Both matchers treat crowd / ignore regions the same way: a background anchor whose area lies at
@@ -207,21 +207,6 @@ def _gather(values: Tensor, matched: Tensor, fill: float) -> Tensor:
     return out
 
 
-def _gather_keypoints(targets: list[Target], matched: Tensor, device: torch.device) -> Tensor | None:
-    """[B, A, K, 3] matched keypoints (zeros where not positive or the image has none), or None."""
-    shapes = [t.keypoints.shape[1:] for t in targets if t.keypoints is not None]
-    if not shapes:
-        return None
-    num_kpts = shapes[0][0]
-    out = []
-    for target, m in zip(targets, matched):
-        kpts = target.keypoints
-        if kpts is None:
-            kpts = torch.zeros(len(target.boxes), num_kpts, 3, device=device)  # [N, K, 3]: visibility 0
-        out.append(_gather(kpts.to(device=device, dtype=torch.float32), m, 0.0))  # [A, K, 3]
-    return torch.stack(out)  # [B, A, K, 3]
-
-
 def match_batch(
     matcher: Matcher, anchors: Tensor, num_anchors_per_level: Sequence[int], targets: list[Target]
 ) -> Matches:
@@ -235,10 +220,10 @@ def match_batch(
 
     Returns:
         `Matches` with matched [B, A], boxes [B, A, 4] (0 where not positive), labels [B, A]
-        (-1 where not positive), keypoints [B, A, K, 3] or None (None when no target has keypoints;
-        zeros for anchors that are not positive or images without keypoints), areas [B, A]
-        (1 where not positive), and the loss normalisers (numbers of positives; under DDP
-        summed over the ranks, see `detect.distributed`: every rank must call this per batch).
+        (-1 where not positive), areas [B, A] (1 where not positive), and the loss normaliser
+        (the number of positives; under DDP summed over the ranks, see `detect.distributed`:
+        every rank must call this per batch). Heads gather any other target themselves
+        (`Matches.gather`).
     """
     dev = anchors.device
     matched = torch.stack(
@@ -247,14 +232,9 @@ def match_batch(
     boxes = torch.stack([_gather(t.boxes.to(anchors), m, 0.0) for t, m in zip(targets, matched)])  # [B, A, 4]
     labels = torch.stack([_gather(t.labels.to(dev, torch.int64), m, -1) for t, m in zip(targets, matched)])  # [B, A]
     areas = torch.stack([_gather(_areas(t).to(anchors), m, 1.0) for t, m in zip(targets, matched)])  # [B, A]
-    keypoints = _gather_keypoints(targets, matched, dev)
-    m = Matches(anchors, matched, boxes, labels, keypoints, areas,
+    m = Matches(anchors, matched, boxes, labels, areas,
                 num_anchors_per_level=tuple(num_anchors_per_level), targets=list(targets))
-    labelled = sum(int((t.keypoints[..., 2] > 0).sum()) for t in targets if t.keypoints is not None)
-    counts = torch.stack([m.positive.sum(), m.keypoint_positive.sum(),
-                          torch.tensor(labelled, device=dev)])
-    # over DDP ranks
-    m.num_positive, m.num_keypoint_positive, m.num_labelled_keypoints = loss_normalizers(counts)
+    m.num_positive = loss_normalizers(m.positive.sum()[None])[0]  # over DDP ranks
     return m
 
 

@@ -111,15 +111,16 @@ def _top_candidates(
 
 PerImage = Callable[[int, Tensor], Tensor]
 """``(b, anchor_indices [M]) -> [M, ...]``: image b's decoded outputs at those anchors only."""
-KeypointsOf = Callable[[int, Tensor, Tensor], Tensor]
-"""``(b, anchor_indices [N], labels [N]) -> [N, K, 3]``: keypoints of image b's detections."""
+FieldsOf = Callable[[int, Tensor, Detections], dict[str, Tensor]]
+"""``(b, anchor_indices [N], detections) -> {name: [N, ...]}``: per-detection fields of image
+b's final detections (whose anchors those are)."""
 
 
 def postprocess(
     scores: Tensor,
     boxes: Tensor,
     num_anchors_per_level: list[int],
-    keypoints: Tensor | None = None,
+    fields: dict[str, Tensor] | None = None,
     image_sizes: list[tuple[int, int]] | None = None,
     score_thresh: float = 0.05,
     topk_per_level: int = 1000,
@@ -134,8 +135,8 @@ def postprocess(
         scores: [B, A, C] class probabilities (after sigmoid).
         boxes: [B, A, 4] decoded xyxy boxes.
         num_anchors_per_level: anchors of each level, level-major; sums to A.
-        keypoints: [B, A, K, 3] decoded ``(x, y, score)`` per anchor, or None. Keypoints follow
-            their box unchanged (not clipped, scores untouched).
+        fields: per-anchor values [B, A, ...] by name (e.g. decoded keypoints [B, A, K, 3]);
+            each detection takes its anchor's row unchanged (not clipped, scores untouched).
         image_sizes: (height, width) per image to clip boxes to, or None for no clipping.
         score_thresh: candidates must score strictly above this.
         topk_per_level: candidates kept per level and image before NMS.
@@ -145,11 +146,12 @@ def postprocess(
         soft_nms_sigma: use Gaussian soft-NMS with this sigma instead of hard NMS.
     Returns:
         B `Detections`, sorted by decreasing score; boxes [N, 4], scores [N], labels [N] int64,
-        keypoints [N, K, 3] or None.
+        fields {name: [N, ...]}.
     """
-    keypoints_of = None if keypoints is None else (lambda b, anchors, *_: keypoints[b, anchors])
+    fields_of = None if not fields else (
+        lambda b, anchors, _: {n: v[b, anchors] for n, v in fields.items()})
     return postprocess_lazy(
-        scores, lambda b, anchors: boxes[b, anchors], num_anchors_per_level, keypoints_of,
+        scores, lambda b, anchors: boxes[b, anchors], num_anchors_per_level, fields_of,
         image_sizes, score_thresh, topk_per_level, nms_iou, max_detections, class_agnostic,
         soft_nms_sigma)
 
@@ -158,7 +160,7 @@ def postprocess_lazy(
     scores: Tensor,
     boxes_of: PerImage,
     num_anchors_per_level: list[int],
-    keypoints_of: KeypointsOf | None = None,
+    fields_of: FieldsOf | None = None,
     image_sizes: list[tuple[int, int]] | None = None,
     score_thresh: float = 0.05,
     topk_per_level: int = 1000,
@@ -168,9 +170,9 @@ def postprocess_lazy(
     soft_nms_sigma: float | None = None,
 ) -> list[Detections]:
     """`postprocess` that decodes only what it keeps: boxes of the pre-NMS candidates
-    (``boxes_of(b, anchors) -> [M, 4]``) and keypoints of the final detections
-    (``keypoints_of(b, anchors, labels) -> [N, K, 3]``, given the detections' labels [N]),
-    instead of every anchor. Same arguments and results as `postprocess` otherwise."""
+    (``boxes_of(b, anchors) -> [M, 4]``) and the fields of the final detections
+    (``fields_of(b, anchors, detections) -> {name: [N, ...]}``) instead of every anchor. Same
+    arguments and results as `postprocess` otherwise."""
     if sum(num_anchors_per_level) != scores.shape[1]:
         raise ValueError(f"num_anchors_per_level sums to {sum(num_anchors_per_level)}, "
                          f"but scores have {scores.shape[1]} anchors")
@@ -183,9 +185,8 @@ def postprocess_lazy(
         cand_anchors = anchors[b][valid]  # [M]
         det, keep = _select(values[b][valid], labels[b][valid], boxes_of(b, cand_anchors), size,
                             nms_iou, max_detections, class_agnostic, soft_nms_sigma, score_thresh)
-        if keypoints_of is not None:
-            kpts = keypoints_of(b, cand_anchors[keep], det.labels)  # [N, K, 3]
-            det = replace(det, keypoints=kpts)
+        if fields_of is not None:
+            det = replace(det, fields=fields_of(b, cand_anchors[keep], det))
         results.append(det)
     return results
 
@@ -202,7 +203,7 @@ def _select(
     score_thresh: float,
 ) -> tuple[Detections, Tensor]:
     """NMS over one image's candidates ([M] scores, [M] labels, [M, 4] boxes): the detections
-    (without keypoints) and the indices [N] of the kept candidates."""
+    (without fields) and the indices [N] of the kept candidates."""
     if image_size is not None:
         cand_boxes = clip_boxes_to_image(cand_boxes, image_size)
     if soft_nms_sigma is None:
@@ -212,4 +213,4 @@ def _select(
     else:
         keep, kept_scores = soft_nms_keep(cand_boxes, cand_scores, cand_labels, soft_nms_sigma,
                                           score_thresh, max_detections, class_agnostic)
-    return Detections(cand_boxes[keep], kept_scores, cand_labels[keep], None), keep
+    return Detections(cand_boxes[keep], kept_scores, cand_labels[keep]), keep

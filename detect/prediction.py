@@ -3,11 +3,30 @@ PyTorch `detect.api.Detector`, the exported-graph `detect.export.runtime.Exporte
 everything that writes or draws predictions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from detect.data.annotations import KeypointMeta
+from detect.structures import Geometry
+
+
+@dataclass
+class Field:
+    """One instance head's output for the detections of an image.
+
+    values [N, ...] in original pixels (keypoints [N, K, 3] (x, y, score)); present [N] bool:
+    whether the detection's category has the field (``person`` for COCO keypoints): the rows of
+    the others are zeros and are written nowhere (COCO results, drawings, video records);
+    geometry: how the values relate to the image (`detect.structures.Geometry`).
+    """
+
+    values: np.ndarray
+    present: np.ndarray
+    geometry: Geometry
+
+    def take(self, keep: np.ndarray) -> "Field":
+        """The rows where ``keep`` [N] (bool or indices) selects."""
+        return Field(self.values[keep], self.present[keep], self.geometry)
 
 
 @dataclass
@@ -15,26 +34,17 @@ class Prediction:
     """Detections of one image in original pixels.
 
     boxes [N, 4] xyxy, scores [N], labels [N] original category ids, names [N] class names,
-    keypoints [N, K, 3] (x, y, score) or None (a model without a keypoint head).
-    has_keypoints [N] bool (None without a keypoint head): whether the detection's category has
-    keypoints. Keypoints belong to the categories that have them (``person`` in COCO): the rows
-    of the other detections are masked, all zeros, and written nowhere (COCO results, drawings,
-    video records).
+    fields: each instance head's `Field` by the head's name (``keypoints`` with a keypoint head).
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     names: list[str]
-    keypoints: np.ndarray | None = None
-    has_keypoints: np.ndarray | None = None
+    fields: dict[str, Field] = field(default_factory=dict)
 
 
-def mask_keypoints(keypoints: np.ndarray | None, labels: np.ndarray,
-                   kmeta: KeypointMeta | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(keypoints [N, K, 3] with zero rows for categories without keypoints, has_keypoints [N])
-    for detections of original category ids ``labels`` [N]; (None, None) without keypoints."""
-    if keypoints is None:
-        return None, None
-    has = np.array([kmeta is None or kmeta.has_keypoints(int(c)) for c in labels], bool)
-    return np.where(has[:, None, None], keypoints, 0).astype(np.float32), has
+def masked_field(values: np.ndarray, present: np.ndarray, geometry: Geometry) -> Field:
+    """A `Field` whose rows where not ``present`` are zeros, as float32."""
+    shape = (-1,) + (1,) * (values.ndim - 1)
+    return Field(np.where(present.reshape(shape), values, 0).astype(np.float32), present, geometry)

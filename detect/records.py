@@ -1,6 +1,8 @@
 """JSON records of predictions: COCO results for an image file, one record per video frame.
 
-Both come from `detection_records`, the one place where a `Prediction` becomes JSON.
+Both come from `detection_records`, the one place where a `Prediction` becomes JSON: each
+detection's box and score, and each instance head's field under the head's name (COCO's
+``keypoints`` for the keypoint head) where the detection has it.
 """
 from __future__ import annotations
 
@@ -10,36 +12,34 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from detect.prediction import Prediction
+    from detect.prediction import Field, Prediction
 
 
 def detection_records(pred: "Prediction") -> list[dict]:
     """One dict per detection: ``category_id``, ``bbox`` [x, y, w, h] in original pixels,
-    ``score``, and ``keypoints`` [x, y, score] * K where the prediction has keypoints for that
-    detection (`_keypoints_of`)."""
+    ``score``, and per field its values flattened (``keypoints`` [x, y, score] * K) where the
+    detection has it (`_values_of`)."""
     recs = []
     for i in range(len(pred.scores)):
         x0, y0, x1, y1 = (float(v) for v in pred.boxes[i])
         r = {"category_id": int(pred.labels[i]),
              "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
              "score": round(float(pred.scores[i]), 5)}
-        kpts = _keypoints_of(pred, i)
-        if kpts is not None:
-            r["keypoints"] = [round(float(v), 2) for v in kpts.reshape(-1)]
+        for name, f in pred.fields.items():
+            values = _values_of(f, i)
+            if values is not None:
+                r[name] = [round(float(v), 2) for v in values.reshape(-1)]
         recs.append(r)
     return recs
 
 
-def _keypoints_of(pred: "Prediction", i: int) -> np.ndarray | None:
-    """Detection i's keypoints [K, 3], or None where the prediction has none for it: no
-    keypoint head, a category without keypoints (`Prediction.has_keypoints`), or a row that is
-    missing or not finite."""
-    if pred.keypoints is None or i >= len(pred.keypoints):
+def _values_of(f: "Field", i: int) -> np.ndarray | None:
+    """Detection i's values of field ``f``, or None where it has none: a category without the
+    field (`Field.present`), or a row that is missing or not finite."""
+    if i >= len(f.values) or not f.present[i]:
         return None
-    if pred.has_keypoints is not None and not pred.has_keypoints[i]:
-        return None
-    k = np.asarray(pred.keypoints[i])
-    return k if k.size and np.isfinite(k).all() else None
+    v = np.asarray(f.values[i])
+    return v if v.size and np.isfinite(v).all() else None
 
 
 def image_records(pred: "Prediction", image_name: str) -> list[dict]:

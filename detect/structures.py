@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -109,24 +110,22 @@ class Batch:
 class Matches:
     """The result of matching anchors to ground truth for a batch, shared by every head.
 
+    Heads take what they need beyond boxes and labels from ``targets`` through `gather` (the
+    keypoint head its keypoints): matching knows no head.
+
     Attributes:
         anchors: [A, 4] xyxy anchors of all levels, level-major order.
         matched: [B, A] int64 index of the matched ground-truth object, or
             ``BACKGROUND`` (-1) or ``IGNORED`` (-2).
         boxes: [B, A, 4] matched ground-truth boxes (zeros where not positive).
         labels: [B, A] matched labels (-1 where not positive).
-        keypoints: [B, A, K, 3] matched keypoints, or None when the batch has none.
-        areas: [B, A] matched object areas in transformed pixels (for OKS; 1 where not positive).
+        areas: [B, A] matched object areas in transformed pixels (1 where not positive).
         num_positive: scalar float, the loss normaliser of the classification and box heads: the
             number of positives in the batch, at least 1. `match_batch` sets it; under DDP it
             is the count over every rank's batch divided by the number of ranks
             (`detect.distributed.loss_normalizers`).
-        num_keypoint_positive: the same for `keypoint_positive` (the keypoint head's normaliser).
-        num_labelled_keypoints: the same for the labelled keypoints (v > 0) of the batch's
-            ground truth (the keypoint heatmaps' normaliser).
         num_anchors_per_level: anchors of each level (the first ``A_0`` rows are the finest).
-        targets: the ground truth matched, for heads whose targets are dense maps rather than
-            per-anchor values (keypoint heatmaps).
+        targets: the ground truth matched, per image.
     """
 
     BACKGROUND = -1
@@ -136,11 +135,8 @@ class Matches:
     matched: Tensor
     boxes: Tensor
     labels: Tensor
-    keypoints: Tensor | None
     areas: Tensor
     num_positive: Tensor | None = None  # set by `match_batch`
-    num_keypoint_positive: Tensor | None = None  # set by `match_batch`
-    num_labelled_keypoints: Tensor | None = None  # set by `match_batch`
     num_anchors_per_level: tuple[int, ...] = ()  # A_l, summing to A
     targets: list[Target] = field(default_factory=list)  # the batch's ground truth, per image
 
@@ -150,16 +146,38 @@ class Matches:
         return self.matched >= 0
 
     @property
-    def keypoint_positive(self) -> Tensor:
-        """[B, A] bool: positives whose object has at least one labelled keypoint."""
-        if self.keypoints is None:
-            return torch.zeros_like(self.positive)
-        return self.positive & (self.keypoints[..., 2] > 0).any(-1)
-
-    @property
     def valid(self) -> Tensor:
         """[B, A] bool: positive or background (anchors that take part in classification)."""
         return self.matched != self.IGNORED
+
+    def gather(self, values: Sequence[Tensor], fill: float) -> Tensor:
+        """Per-object values of each image (``values[b]`` [N_b, ...]) -> [B, A, ...] at every
+        anchor: its matched object's row where it is positive, else ``fill``."""
+        out = []
+        for v, m in zip(values, self.matched):
+            row = v.new_full((m.shape[0], *v.shape[1:]), fill)  # [A, ...]
+            pos = m >= 0
+            row[pos] = v[m[pos]]
+            out.append(row)
+        return torch.stack(out)
+
+
+Geometry = Literal["value", "points"]
+"""How a per-detection field maps from the network's input pixels to the original image's
+(`field_to_original`): ``value`` not at all (a number of the object), ``points`` [..., D >= 2]
+whose first two values are (x, y) pixels (keypoints)."""
+
+
+def field_to_original(values: Any, geometry: Geometry, scale: float,
+                      offset: tuple[float, float]) -> Any:
+    """A field's values (a tensor or a numpy array) in original-image pixels: the inverse of
+    ``transformed = original * scale + offset`` on the coordinates its geometry has."""
+    if geometry == "points":
+        out = values * 1  # a copy, in the input's type
+        out[..., 0] = (values[..., 0] - offset[0]) / scale
+        out[..., 1] = (values[..., 1] - offset[1]) / scale
+        return out
+    return values
 
 
 @dataclass
@@ -170,20 +188,15 @@ class Detections:
         boxes: [N, 4] xyxy.
         scores: [N].
         labels: [N] int64 contiguous labels.
-        keypoints: [N, K, 3] ``(x, y, score)``, or None when the model has no keypoint head.
+        fields: per head that decodes the final detections (`detect.heads.base.InstanceHead`),
+            its values [N, ...] by the head's name, e.g. ``keypoints`` [N, K, 3]
+            ``(x, y, score)``; zeros for detections of classes the head does not serve.
     """
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
-    keypoints: Tensor | None = None
+    fields: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
-
-    def map_to_original(self, scale: float, offset: tuple[float, float]) -> "Detections":
-        """Detections in original-image pixels."""
-        kpts = self.keypoints
-        if kpts is not None:
-            kpts = torch.cat([map_to_original(kpts[..., :2], scale, offset), kpts[..., 2:]], dim=-1)
-        return Detections(map_to_original(self.boxes, scale, offset), self.scores, self.labels, kpts)

@@ -1,4 +1,5 @@
-"""Drawing detections with OpenCV: boxes, class names, scores, keypoint skeletons."""
+"""Drawing detections with OpenCV: boxes, class names, scores, and each field by its geometry
+(points as dots joined by a skeleton)."""
 from __future__ import annotations
 
 import colorsys
@@ -41,11 +42,18 @@ def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, labels: np.ndarray
 def draw_prediction(image_bgr: np.ndarray, pred: "Prediction",
                     skeleton: tuple[tuple[int, int], ...] = (),
                     min_score: float = 0.3) -> np.ndarray:
-    """A copy of ``image_bgr`` with the detections of ``pred`` scoring at least ``min_score``."""
+    """A copy of ``image_bgr`` with the detections of ``pred`` scoring at least ``min_score``;
+    their ``points`` fields drawn where the detection has them, joined by ``skeleton``."""
     keep = pred.scores >= min_score
-    return draw_detections(image_bgr, pred.boxes[keep], pred.labels[keep],
-                           [n for n, k in zip(pred.names, keep) if k], pred.scores[keep],
-                           None if pred.keypoints is None else pred.keypoints[keep], skeleton)
+    points = [f.take(keep) for f in pred.fields.values() if f.geometry == "points"]
+    img = draw_detections(image_bgr, pred.boxes[keep], pred.labels[keep],
+                          [n for n, k in zip(pred.names, keep) if k], pred.scores[keep])
+    thick = max(1, round(max(img.shape[:2]) / 400))
+    for f in points:
+        for i, label in enumerate(pred.labels[keep]):
+            if f.present[i]:
+                _draw_keypoints(img, f.values[i], skeleton, _color(int(label)), thick, 0.5)
+    return img
 
 
 def _draw_keypoints(img: np.ndarray, kpts: np.ndarray, skeleton: tuple[tuple[int, int], ...],

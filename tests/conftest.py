@@ -32,7 +32,7 @@ def coco_mini(shared_data: Path) -> dict[str, Path]:
 TINY_MODEL = [
     "model.backbone.name=resnet18", "model.backbone.weights=null", "model.backbone.frozen_stages=0",
     "model.neck.channels=32", "model.neck.depthwise=false", "model.heads.tower_depth=1",
-    "model.heads.depthwise=false", "model.heads.norm=gn", "model.heads.share_tower=false",
+    "model.heads.norm=gn",
     "data.size_divisor=32", "data.workers=0", "train.log_every=1", "train.warmup_steps=2",
 ]
 

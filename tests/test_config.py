@@ -11,11 +11,11 @@ def write(tmp_path, name, text):
 
 def test_defaults_and_overrides_parse_yaml_values():
     cfg = load_config(None, ["train.epochs=3", "data.train.annotations=[a.json,b.json]",
-                             "model.heads.num_keypoints=17", "train.lr=1e-3"])
+                             "model.heads.keypoints.num_keypoints=17", "train.lr=1e-3"])
     assert cfg.train.epochs == 3
     assert cfg.data.train.annotations == ("a.json", "b.json")
     assert cfg.train.lr == pytest.approx(1e-3)
-    assert cfg.model.heads.num_keypoints == 17
+    assert cfg.model.heads.keypoints.num_keypoints == 17
 
 
 def test_base_file_is_overridden_by_experiment(tmp_path):
@@ -46,12 +46,12 @@ def test_wrong_type_names_key_and_file(tmp_path):
 
 
 def test_keypoint_sigmas_length_checked_at_load():
-    with pytest.raises(ConfigError, match="keypoint_sigmas"):
-        load_config(None, ["model.heads.num_keypoints=5"])
-    with pytest.raises(ConfigError, match="has 2 values but model.heads.num_keypoints is 5"):
-        load_config(None, ["model.heads.num_keypoints=5", "model.heads.keypoint_sigmas=[0.1,0.1]"])
-    cfg = load_config(None, ["model.heads.num_keypoints=2", "model.heads.keypoint_sigmas=[0.1,0.2]"])
-    assert cfg.model.heads.keypoint_sigmas == (0.1, 0.2)
+    with pytest.raises(ConfigError, match="set model.heads.keypoints.sigmas"):
+        load_config(None, ["model.heads.keypoints.num_keypoints=5"])
+    with pytest.raises(ConfigError, match="has 2 values but model.heads.keypoints.num_keypoints is 5"):
+        load_config(None, ["model.heads.keypoints.num_keypoints=5", "model.heads.keypoints.sigmas=[0.1,0.1]"])
+    cfg = load_config(None, ["model.heads.keypoints.num_keypoints=2", "model.heads.keypoints.sigmas=[0.1,0.2]"])
+    assert cfg.model.heads.keypoints.sigmas == (0.1, 0.2)
 
 
 def test_round_trip_through_dict():
@@ -78,14 +78,14 @@ def test_keypoint_settings_follow_the_data() -> None:
     from detect.data.synthetic import KEYPOINT_NAMES
     from detect.losses import COCO_PERSON_KEYPOINTS, COCO_PERSON_SIGMAS
     demo = _resolved(KEYPOINT_NAMES)  # 13 keypoints, the demo config's sigmas
-    assert demo.model.heads.num_keypoints == 13 and len(demo.model.heads.keypoint_sigmas) == 13
+    assert demo.model.heads.keypoints.num_keypoints == 13 and len(demo.model.heads.keypoints.sigmas) == 13
     assert "keypoints" in demo.train.heads
     boxes = _resolved(())  # the same config on a box-only dataset: box-only, no override
-    assert boxes.model.heads.num_keypoints == 0 and boxes.train.heads == ("cls", "box")
+    assert boxes.model.heads.keypoints.num_keypoints == 0 and boxes.train.heads == ("cls", "box")
     only = _resolved(KEYPOINT_NAMES, "train.heads=[cls,box]")  # box-only whatever the data has
-    assert only.model.heads.num_keypoints == 0 and only.train.heads == ("cls", "box")
-    coco = _resolved(tuple(reversed(COCO_PERSON_KEYPOINTS)), "model.heads.keypoint_sigmas=null")
-    assert coco.model.heads.keypoint_sigmas == tuple(reversed(COCO_PERSON_SIGMAS))  # by name
+    assert only.model.heads.keypoints.num_keypoints == 0 and only.train.heads == ("cls", "box")
+    coco = _resolved(tuple(reversed(COCO_PERSON_KEYPOINTS)), "model.heads.keypoints.sigmas=null")
+    assert coco.model.heads.keypoints.sigmas == tuple(reversed(COCO_PERSON_SIGMAS))  # by name
     again = config_from_dict(config_to_dict(demo))  # what a checkpoint stores reloads as it is
     assert again == demo
 
@@ -93,11 +93,50 @@ def test_keypoint_settings_follow_the_data() -> None:
 def test_keypoint_settings_that_do_not_fit_the_data_say_how_to_fix_them() -> None:
     with pytest.raises(ConfigError, match=r"train.json: the training annotations have 3 keypoints "
                                           r"\(a, b, c\) with no known OKS sigmas: set "
-                                          r"model.heads.keypoint_sigmas to 3 values"):
-        _resolved(("a", "b", "c"), "model.heads.keypoint_sigmas=null")
-    with pytest.raises(ConfigError, match="keypoint_sigmas has 13 values but the training "
+                                          r"model.heads.keypoints.sigmas to 3 values"):
+        _resolved(("a", "b", "c"), "model.heads.keypoints.sigmas=null")
+    with pytest.raises(ConfigError, match="keypoints.sigmas has 13 values but the training "
                                           "annotations have 3 keypoints"):
         _resolved(("a", "b", "c"))
     with pytest.raises(ConfigError, match="num_keypoints is 13 but the training annotations "
                                           "have 0 keypoints"):
-        _resolved((), "model.heads.num_keypoints=13")
+        _resolved((), "model.heads.keypoints.num_keypoints=13")
+
+
+def test_old_flat_head_keys_name_their_new_place() -> None:
+    with pytest.raises(ConfigError, match=r"^command line: 'model.heads.keypoint_sigmas' is now "
+                                          r"'model.heads.keypoints.sigmas'$"):
+        load_config(None, ["model.heads.keypoint_sigmas=[0.1]"])
+    with pytest.raises(ConfigError, match=r"'model.heads.box_loss' is now 'model.heads.box.loss'"):
+        load_config(None, ["model.heads.box_loss=giou"])
+    with pytest.raises(ConfigError, match=r"keypoint_side_tower' is now 'model.heads.keypoints."
+                                          r"handedness' \(none, anchor or crop\)"):
+        load_config(None, ["model.heads.keypoint_side_tower=crop"])
+    with pytest.raises(ConfigError, match=r"'model.heads.share_tower' was removed"):
+        load_config(None, ["model.heads.share_tower=false"])
+
+
+def test_a_stored_config_of_the_flat_layout_is_translated() -> None:
+    new = config_to_dict(load_config(None, []))
+    old = {**new, "model": {**new["model"], "heads": {
+        "tower_depth": 2, "norm": "bn", "prior_prob": 0.02, "box_loss": "smooth_l1",
+        "box_weights": [1, 1, 2, 2], "num_keypoints": 3, "keypoint_sigmas": [0.1, 0.2, 0.3],
+        "keypoint_handedness": True, "keypoint_side_tower": "keypoints", "keypoint_field": True,
+        "keypoint_side_weight": 3.0, "share_tower": False, "depthwise": False,
+        "keypoint_heatmaps": False, "keypoint_side_grad": 1.0}}}
+    h = config_from_dict(old, "old.pt").model.heads
+    assert (h.tower_depth, h.norm, h.cls.prior_prob, h.box.loss, h.box.weights) == (
+        2, "bn", 0.02, "smooth_l1", (1.0, 1.0, 2.0, 2.0))
+    kp = h.keypoints
+    assert (kp.num_keypoints, kp.sigmas, kp.handedness, kp.field, kp.side_weight) == (
+        3, (0.1, 0.2, 0.3), "anchor", True, 3.0)
+    off = {**old, "model": {**old["model"], "heads": {"keypoint_handedness": False,
+                                                      "keypoint_side_tower": "crop"}}}
+    assert config_from_dict(off, "old.pt").model.heads.keypoints.handedness == "none"
+    for removed in ({"keypoint_heatmaps": True}, {"keypoint_side_tower": "own",
+                                                  "keypoint_handedness": True},
+                    {"box_loss": "giou+l1"}, {"share_tower": True}):
+        bad = {**old, "model": {**old["model"], "heads": removed}}
+        with pytest.raises(ConfigError, match=r"^old.pt: trained with model.heads.* an option "
+                                              r"that was removed"):
+            config_from_dict(bad, "old.pt")

@@ -220,17 +220,20 @@ def test_match_batch_gathers_per_anchor_targets():
     torch.testing.assert_close(m.boxes[0, 3], torch.tensor([30.0, 0.0, 40.0, 10.0]))
     torch.testing.assert_close(m.boxes[2, 1], torch.tensor([10.0, 0.0, 20.0, 10.0]))
     assert m.boxes[1].abs().sum() == 0 and m.boxes[0, 1].abs().sum() == 0
-    assert m.keypoints is not None and m.keypoints.shape == (3, 5, 2, 3)
-    kpts0 = batch_targets(with_keypoints=True)[0].keypoints
-    torch.testing.assert_close(m.keypoints[0, 0], kpts0[0])
-    torch.testing.assert_close(m.keypoints[0, 3], kpts0[1])
-    assert m.keypoints[0, 1].abs().sum() == 0 and m.keypoints[1:].abs().sum() == 0
+    targets = batch_targets(with_keypoints=True)
+    keypoints = m.gather([t.keypoints if t.keypoints is not None else torch.zeros(len(t.boxes), 2, 3)
+                          for t in targets], 0.0)  # what a head gathers for itself
+    assert keypoints.shape == (3, 5, 2, 3)
+    kpts0 = targets[0].keypoints
+    torch.testing.assert_close(keypoints[0, 0], kpts0[0])
+    torch.testing.assert_close(keypoints[0, 3], kpts0[1])
+    assert keypoints[0, 1].abs().sum() == 0 and keypoints[1:].abs().sum() == 0
+    assert m.gather([t.labels.float() for t in targets], -7.0)[1].tolist() == [-7.0] * 5
     assert m.num_positive.item() == 3.0
 
 
 def test_match_batch_without_keypoints_and_all_empty():
     m = match_batch(ATSSMatcher(), ROW, [5], batch_targets(with_keypoints=False))
-    assert m.keypoints is None
     assert m.matched.shape == m.labels.shape == m.areas.shape == (3, 5)
     empty = Target(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.int64))
     m = match_batch(ATSSMatcher(), ROW, [5], [empty, empty])

@@ -64,7 +64,7 @@ def test_postprocess_equals_batched_nms_on_one_level(class_agnostic: bool) -> No
         assert torch.equal(det.boxes, flat_boxes[keep])
         assert torch.equal(det.scores, flat_scores[keep])
         assert torch.equal(det.labels, flat_labels[keep])
-        assert det.labels.dtype == torch.int64 and det.keypoints is None
+        assert det.labels.dtype == torch.int64 and det.fields == {}
 
 
 def test_postprocess_respects_per_level_topk_and_max_detections() -> None:
@@ -110,32 +110,33 @@ def test_keypoints_travel_with_boxes() -> None:
     scores = torch.rand(2, num_anchors, 3, generator=g)
     keypoints = torch.rand(2, num_anchors, num_kpts, 3, generator=g)
     keypoints[..., 0] = torch.arange(num_anchors, dtype=torch.float32)[:, None]  # x = anchor index
-    dets = postprocess(scores, boxes, [25, 15], keypoints, topk_per_level=6, max_detections=9)
+    dets = postprocess(scores, boxes, [25, 15], {"keypoints": keypoints}, topk_per_level=6,
+                       max_detections=9)
     for b, det in enumerate(dets):
-        assert det.keypoints is not None and det.keypoints.shape == (9, num_kpts, 3)
+        assert det.fields["keypoints"] is not None and det.fields["keypoints"].shape == (9, num_kpts, 3)
         anchors = anchors_of(det.boxes)
-        assert torch.equal(det.keypoints, keypoints[b, anchors])  # scores untouched
-        assert torch.equal(det.keypoints[:, 0, 0].long(), anchors)
+        assert torch.equal(det.fields["keypoints"], keypoints[b, anchors])  # scores untouched
+        assert torch.equal(det.fields["keypoints"][:, 0, 0].long(), anchors)
 
 
 def test_empty_outputs_have_the_right_shapes() -> None:
     def check(det, num_kpts: int) -> None:
         assert det.boxes.shape == (0, 4) and det.scores.shape == (0,)
         assert det.labels.shape == (0,) and det.labels.dtype == torch.int64
-        assert det.keypoints is not None and det.keypoints.shape == (0, num_kpts, 3)
+        assert det.fields["keypoints"].shape == (0, num_kpts, 3)
 
     no_anchors = postprocess(torch.zeros(2, 0, 3), torch.zeros(2, 0, 4), [0, 0],
-                             torch.zeros(2, 0, 5, 3), image_sizes=[(10, 10)] * 2)
+                             {"keypoints": torch.zeros(2, 0, 5, 3)}, image_sizes=[(10, 10)] * 2)
     assert len(no_anchors) == 2
     for det in no_anchors:
         check(det, 5)
     low = torch.full((2, 6, 3), 0.01)
     low[1, 2, 0] = 0.9
-    dets = postprocess(low, row_boxes(2, 6), [6], torch.zeros(2, 6, 5, 3))
+    dets = postprocess(low, row_boxes(2, 6), [6], {"keypoints": torch.zeros(2, 6, 5, 3)})
     check(dets[0], 5)
     assert len(dets[1]) == 1 and dets[1].labels.tolist() == [0]
     for sigma in (None, 0.5):
-        check(postprocess(low, row_boxes(2, 6), [6], torch.zeros(2, 6, 5, 3),
+        check(postprocess(low, row_boxes(2, 6), [6], {"keypoints": torch.zeros(2, 6, 5, 3)},
                           soft_nms_sigma=sigma)[0], 5)
     assert postprocess(torch.zeros(0, 6, 3), torch.zeros(0, 6, 4), [6]) == []
 

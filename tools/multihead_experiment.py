@@ -36,7 +36,7 @@ def dataset_overrides(name: str, shared: Path) -> list[str]:
             f"data.train.annotations=[{d / 'annotations/person_keypoints_train2017.json'}]",
             f"data.val.images={d / 'val2017'}",
             f"data.val.annotations=[{d / 'annotations/person_keypoints_val2017.json'}]",
-            "model.heads.num_keypoints=17", "model.heads.keypoint_sigmas=null"]
+            "model.heads.keypoints.num_keypoints=17", "model.heads.keypoints.sigmas=null"]
 
 
 def variants() -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ from detect.engine.inference import detections_to_coco, evaluate_model
 from detect.evaluation import evaluate
 from detect.models.build import build_model
 from detect.models.detector import MultiHeadDetector
-from detect.structures import Batch, Detections
+from detect.structures import Batch, Detections, map_to_original
 
 DEMO = "configs/demo.yaml"
 DATA = Path("data/synthetic")
@@ -142,8 +142,8 @@ def torchvision_predictions(model: RetinaNet, loader: DataLoader, categories) ->
     for batch in loader:
         outs = model([img.float() / 255 for img in batch.images])
         for t, out in zip(batch.targets, outs):
-            d = Detections(out["boxes"], out["scores"], out["labels"], None)
-            d = d.map_to_original(t.scale, t.offset)
+            d = Detections(map_to_original(out["boxes"], t.scale, t.offset), out["scores"],
+                           out["labels"])
             h, w = t.orig_size
             d.boxes[:, 0::2] = d.boxes[:, 0::2].clamp(0, w)
             d.boxes[:, 1::2] = d.boxes[:, 1::2].clamp(0, h)
@@ -160,7 +160,7 @@ def accuracy(opts: Options, data_root: Path = DATA) -> list[Row]:
     categories, num_classes = train_ds.ann.categories, train_ds.ann.categories.num_classes
     kmeta = train_ds.ann.keypoints
     cfg = resolve_keypoints(cfg, kmeta.names if kmeta else (), "data.train")
-    sigmas = keypoint_sigmas(cfg.model.heads) or None
+    sigmas = keypoint_sigmas(cfg.model.heads.keypoints) or None
     val_loader = build_loader(val_ds, cfg.train.batch_size, EpochSampler(len(val_ds), False),
                               cfg.data.workers, cfg.data.size_divisor)
     seconds = opts.minutes * 60
@@ -175,7 +175,7 @@ def accuracy(opts: Options, data_root: Path = DATA) -> list[Row]:
     heads = tuple(h for h in cfg.train.heads if h in ours.heads)
     ours_run = train_for(seconds, *loader(), ours, ours_loss(ours, heads, cfg), cfg)
     ours_metrics, _ = evaluate_model(ours, val_loader, val_ds.ann.gt, categories,
-                                     cfg.postprocess, torch.device("cpu"), sigmas)
+                                     cfg.postprocess, torch.device("cpu"))
     torch.manual_seed(cfg.train.seed)
     peer = torchvision_peer(cfg, num_classes)
     peer_run = train_for(seconds, *loader(), peer, torchvision_loss(peer), cfg)

@@ -111,7 +111,7 @@ def keypoints(opts: Options) -> list[Row]:
 
 def keypoint_cost(opts: Options) -> list[Row]:
     """What the keypoint head costs: the demo model (light config, 320 px, the sample set's 4
-    classes) end to end with its keypoint head (13 keypoints, and the config's heatmaps) vs the
+    classes) end to end with its keypoint head (13 keypoints, and the config's offset field) vs the
     same model box-only. Classification bias at the prior: detections as sparse as a trained
     model's, so the keypoints decoded per image are few, as in use."""
     setup(opts)

@@ -103,11 +103,11 @@ def decode_all(model: MultiHeadDetector, out, image_sizes, params) -> list:
     anchors = model.anchors(out.feature_sizes, out.preds["cls"].device)
     scores = model.heads["cls"].decode(out.preds["cls"], anchors)  # [B, A, C]
     boxes = model.heads["box"].decode(out.preds["box"], anchors)  # [B, A, 4]
-    kpts = None
-    if "keypoints" in model.heads:
-        kpts = model.heads["keypoints"].decode(out.preds["keypoints"], anchors)  # [B, A, K, 3]
+    fields = None
+    if "keypoints" in model.heads:  # [B, A, K, 3]
+        fields = {"keypoints": model.heads["keypoints"].decode(out.preds["keypoints"], anchors)}
     return postprocess(scores, boxes, model.anchor_generator.num_anchors_per_level(out.feature_sizes),
-                       kpts, image_sizes, params.score_thresh, params.topk_per_level,
+                       fields, image_sizes, params.score_thresh, params.topk_per_level,
                        params.nms_iou, params.max_detections, params.class_agnostic,
                        params.soft_nms_sigma)
 

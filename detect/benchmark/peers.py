@@ -59,7 +59,7 @@ def ours(config: str | Path, image_size: int, num_keypoints: int | None = None,
     """
     extra = [f"data.image_size={image_size}"]
     if num_keypoints is not None:
-        extra.append(f"model.heads.num_keypoints={num_keypoints}")
+        extra.append(f"model.heads.keypoints.num_keypoints={num_keypoints}")
     names = [f"class{i}" for i in range(NUM_CLASSES)]
     det = Detector.from_config(config, [*extra, *overrides], categories=names, device=device)
     if policy == "dense":

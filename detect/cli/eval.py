@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from detect.data.annotations import merge_coco
@@ -66,12 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, heads: Sequence = ()) -> int:
+    """``heads``: builders of heads of the caller's that a ``--checkpoint`` was trained with
+    (`detect.models.build.HeadFactory`); each head's own evaluation joins the table."""
     args = build_parser().parse_args(argv)
     try:
         gt = load_ground_truth(args.annotations)
-        predictions = load_prediction_source(args)
-        metrics = run_evaluation(args, gt, predictions)
+        predictions, det = load_prediction_source(args, heads)
+        metrics = run_evaluation(args, gt, predictions, det)
         if args.out is not None:
             write_json_atomic(args.out, metrics)
     except CliError as e:
@@ -93,19 +96,20 @@ def load_ground_truth(paths: list[Path]) -> dict:
         raise CliError(str(e)) from None
 
 
-def load_prediction_source(args: argparse.Namespace) -> list[dict]:
-    """Predictions from ``--predictions`` or made by ``--checkpoint`` on ``--images``."""
+def load_prediction_source(args: argparse.Namespace, heads: Sequence = ()):
+    """(predictions, the detector or None): from ``--predictions`` or made by ``--checkpoint``
+    on ``--images``."""
     if args.checkpoint is not None:
-        return predict_with_checkpoint(args)
+        return predict_with_checkpoint(args, heads)
     try:
-        return load_predictions(args.predictions)
+        return load_predictions(args.predictions), None
     except OSError as e:
         raise CliError(f"{e.filename}: {e.strerror}") from None
     except ValueError as e:
         raise CliError(str(e)) from None
 
 
-def predict_with_checkpoint(args: argparse.Namespace) -> list[dict]:
+def predict_with_checkpoint(args: argparse.Namespace, heads: Sequence = ()):
     from detect.api import Detector
     from detect.cli.common import USER_ERRORS
     from detect.data.build import EpochSampler, build_loader
@@ -116,7 +120,7 @@ def predict_with_checkpoint(args: argparse.Namespace) -> list[dict]:
     if args.images is None:
         raise CliError("--checkpoint needs --images DIR")
     try:
-        det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+        det = Detector.from_checkpoint(args.checkpoint, device=args.device, heads=heads)
         ds = CocoDetection.from_files(args.images, [str(p) for p in args.annotations],
                                       ValTransform(det.image_size), keep_empty=True,
                                       max_pixels=det.cfg.data.max_pixels)
@@ -136,12 +140,20 @@ def predict_with_checkpoint(args: argparse.Namespace) -> list[dict]:
     if args.save_predictions is not None:
         write_json_atomic(args.save_predictions, preds)
     args.predictions = args.checkpoint
-    return preds
+    return preds, det
 
 
-def run_evaluation(args: argparse.Namespace, gt: dict, predictions: list[dict]) -> dict:
+def run_evaluation(args: argparse.Namespace, gt: dict, predictions: list[dict],
+                   det=None) -> dict:
+    """The per-head metrics: each head's own evaluation with a checkpoint (``det``), COCO's
+    evaluation of the records' fields (bbox, keypoints) for a predictions file."""
     try:
-        metrics = evaluate(gt, predictions, backend=args.backend, kpt_sigmas=args.kpt_sigmas)
+        if det is not None:  # the keypoint head with its own sigmas
+            from detect.engine.inference import evaluate_heads
+            names = dict(zip(det.categories.ids, det.categories.names))
+            metrics = evaluate_heads(det.model, gt, predictions, names, args.backend)
+        else:
+            metrics = evaluate(gt, predictions, backend=args.backend, kpt_sigmas=args.kpt_sigmas)
     except ValueError as e:
         raise CliError(f"{args.predictions}: {e}") from None
     if args.mean_pose:

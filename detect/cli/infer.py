@@ -21,6 +21,7 @@ import argparse
 import glob
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,9 +104,9 @@ def _unique(items: list) -> list:
 
 
 @user_errors
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, heads: Sequence = ()) -> int:
     args = parse_args(argv)
-    det = load_detector(args)
+    det = load_detector(args, heads)
     paths, videos, notes = collect_sources(args.source)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
@@ -136,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if (bad and (args.strict or not done)) else 0
 
 
-def load_detector(args: argparse.Namespace):
+def load_detector(args: argparse.Namespace, heads: Sequence = ()):
+    """The detector to run; ``heads``: builders of heads of the caller's that the checkpoint was
+    trained with (`detect.models.build.HeadFactory`)."""
     from detect.api import Detector
     if args.onnx:  # onnxruntime on the CPU
         det = Detector.from_onnx(args.onnx)
     else:
-        det = Detector.from_checkpoint(args.checkpoint, device=args.device)
+        det = Detector.from_checkpoint(args.checkpoint, device=args.device, heads=heads)
         if args.optimize:
             det.optimize()  # fastest of eager / frozen graphs on the CPU (no-op elsewhere)
     if args.score_thresh is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from detect.cli.common import user_errors
@@ -39,7 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @user_errors
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, heads: Sequence = ()) -> int:
+    """``heads``: builders of heads of the caller's (`detect.models.build.HeadFactory`), for a
+    script of one's own that calls this main."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     from detect.engine.trainer import Trainer
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     trainer = Trainer(cfg, args.out, resume=args.resume, device=args.device,
                       show_progress=not args.no_progress and sys.stderr.isatty(),
-                      init_from=args.init_from, class_map=args.class_map, quiet=args.quiet)
+                      init_from=args.init_from, class_map=args.class_map, quiet=args.quiet,
+                      heads=heads)
     trainer.train(stop_at=args.stop_at_step)
     if trainer.rank == 0:
         print(summary_line(trainer, trainer.state.step >= trainer.total_steps))

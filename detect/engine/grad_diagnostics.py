@@ -74,3 +74,14 @@ class ConflictSummary:
         heads = {h: {"mean_grad_norm": sum(v) / len(v), "samples": len(v)}
                  for h, v in self.norms.items()}
         return {"pairs": pairs, "heads": heads}
+
+
+def format_conflicts(summary: dict) -> str:
+    """The run's gradient-conflict summary (`ConflictSummary.summary`) as printed lines."""
+    lines = ["gradient conflict on shared parameters (backbone + neck):"]
+    for pair, v in summary["pairs"].items():
+        lines.append(f"  {pair:24s} mean cosine {v['mean_cosine']:+.3f}  in conflict "
+                     f"{100 * v['frac_negative']:.0f}% of {v['samples']} steps")
+    for head, v in summary["heads"].items():
+        lines.append(f"  {head:24s} mean grad norm {v['mean_grad_norm']:.4g}")
+    return "\n".join(lines)

@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 from detect.config import PostprocessConfig
 from detect.data.annotations import CategoryMap
-from detect.evaluation import evaluate
+from detect.evaluation.coco_eval import check_ids
+from detect.evaluation.predictions import check_predictions
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Detections, Target
 
@@ -34,38 +35,38 @@ def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: Postpr
         out = model(batch.images.to(device))
         dets = model.detect(out, batch.image_sizes, params)
         for t, d in zip(batch.targets, dets):
-            d = d.map_to_original(t.scale, t.offset)
-            h, w = t.orig_size
-            d.boxes[:, 0::2] = d.boxes[:, 0::2].clamp(0, w)
-            d.boxes[:, 1::2] = d.boxes[:, 1::2].clamp(0, h)
+            d = model.to_original(d, t.scale, t.offset, t.orig_size)
             yield t, Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu(),
-                                None if d.keypoints is None else d.keypoints.cpu())
+                                {n: v.cpu() for n, v in d.fields.items()})
     bar.close()
 
 
 def detections_to_coco(det: Detections, image_id: int, categories: CategoryMap,
-                       keypoint_classes: list[bool] | None = None) -> list[dict]:
-    """COCO results records: bbox xywh, original category ids, flat keypoints [x, y, s] * K for
-    detections of classes with keypoints (``keypoint_classes`` [C]; None: every class)."""
+                       present: dict[str, list[bool]] | None = None) -> list[dict]:
+    """COCO results records: bbox xywh, original category ids, and each field flattened under
+    its name (keypoints [x, y, s] * K) for detections of classes that have it (``present``:
+    field name -> [C] per class; a field not named there: every class)."""
     boxes = det.boxes.tolist()
     scores = det.scores.tolist()
     labels = det.labels.tolist()
-    kpts = None if det.keypoints is None else det.keypoints.flatten(1).tolist()
+    fields = {n: v.flatten(1).tolist() for n, v in det.fields.items()}
+    present = present or {}
     out = []
     for i, (x0, y0, x1, y1) in enumerate(boxes):
         rec = {"image_id": int(image_id), "category_id": categories.category_id(labels[i]),
                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                "score": round(scores[i], 5)}
-        if kpts is not None and (keypoint_classes is None or keypoint_classes[labels[i]]):
-            rec["keypoints"] = [round(v, 2) for v in kpts[i]]
+        for name, values in fields.items():
+            if name not in present or present[name][labels[i]]:
+                rec[name] = [round(v, 2) for v in values[i]]
         out.append(rec)
     return out
 
 
-def keypoint_classes(model: MultiHeadDetector) -> list[bool] | None:
-    """[C]: which classes' detections carry keypoints (None: all, or no keypoint head)."""
-    head = model.heads["keypoints"] if "keypoints" in model.heads else None
-    return None if head is None or head.classes.numel() == 0 else head.classes.tolist()
+def field_classes(model: MultiHeadDetector) -> dict[str, list[bool]]:
+    """Per instance head that serves only some classes, which: [C] bool."""
+    return {n: h.classes.tolist() for n, h in model.instance_heads().items()
+            if h.classes.numel()}
 
 
 def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: PostprocessConfig,
@@ -73,22 +74,33 @@ def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: Postproce
                  skipped: list[str] | None = None, progress: bool = False) -> list[dict]:
     """COCO results for every readable image of ``loader`` (unreadable ones go to ``skipped``)."""
     results: list[dict] = []
-    with_kpts = keypoint_classes(model)
+    present = field_classes(model)
     for t, det in predict_batches(model, loader, params, device, skipped, progress):
-        results += detections_to_coco(det, t.image_id, categories, with_kpts)
+        results += detections_to_coco(det, t.image_id, categories, present)
     return results
 
 
+def evaluate_heads(model: MultiHeadDetector, gt: dict, predictions: list[dict],
+                   class_names: dict[int, str], backend: str = "faster",
+                   heads: tuple[str, ...] | None = None) -> dict:
+    """Every head's evaluation (`Head.evaluate`) of COCO result records, table row -> stats;
+    ``heads``: only these (default: all). Raises ValueError for a malformed prediction or one
+    whose image or category is not in ``gt``."""
+    check_predictions(predictions)
+    check_ids(gt, predictions)
+    metrics: dict = {}
+    for name, head in model.heads.items():
+        if heads is None or name in heads:
+            metrics |= head.evaluate(gt, predictions, backend, class_names)
+    return metrics
+
+
 def evaluate_model(model: MultiHeadDetector, loader: DataLoader, gt: dict, categories: CategoryMap,
-                   params: PostprocessConfig, device: torch.device,
-                   kpt_sigmas: tuple[float, ...] | None = None,
-                   backend: str = "faster", skipped: list[str] | None = None,
-                   progress: bool = False) -> tuple[dict, list[dict]]:
-    """Per-head COCO metrics of ``model`` on ``loader`` (and the predictions); unreadable images
-    are appended to ``skipped``; ``progress``: a bar on stderr."""
+                   params: PostprocessConfig, device: torch.device, backend: str = "faster",
+                   skipped: list[str] | None = None, progress: bool = False,
+                   heads: tuple[str, ...] | None = None) -> tuple[dict, list[dict]]:
+    """Per-head metrics of ``model`` on ``loader`` (and the predictions); ``heads``: evaluate
+    only these; unreadable images are appended to ``skipped``; ``progress``: a bar on stderr."""
     preds = predict_coco(model, loader, params, categories, device, skipped, progress)
-    has_kpts = "keypoints" in model.heads and any(c.get("keypoints") for c in gt["categories"])
     names = dict(zip(categories.ids, categories.names))
-    metrics = evaluate(gt, preds, backend=backend, kpt_sigmas=(kpt_sigmas or None) if has_kpts else None,
-                       class_names=names, keypoints=has_kpts)
-    return metrics, preds
+    return evaluate_heads(model, gt, preds, names, backend, heads), preds

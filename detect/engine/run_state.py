@@ -23,7 +23,7 @@ def checkpoint_meta(cfg: Config, categories: CategoryMap, kmeta: KeypointMeta | 
                              "skeleton": [list(p) for p in kmeta.skeleton],
                              "flip_pairs": [list(p) for p in kmeta.flip_pairs],
                              "category_ids": list(kmeta.category_ids),
-                             "sigmas": list(keypoint_sigmas(cfg.model.heads))}
+                             "sigmas": list(keypoint_sigmas(cfg.model.heads.keypoints))}
     return meta
 
 

@@ -9,6 +9,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,21 +17,23 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from detect.balancing import build_balancer, group_losses, head_totals, own_terms_gradient_only
-from detect.config import Config, keypoint_sigmas, model_keypoints, resolve_keypoints, save_config
+from detect.balancing import (build_balancer, group_losses, group_mismatch, head_totals,
+                              own_terms_gradient_only)
+from detect.config import Config, model_keypoints, resolve_keypoints, save_config
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.distributed import cleanup_distributed, init_distributed, local_rank
 from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from detect.engine.ema import ModelEMA
-from detect.engine.grad_diagnostics import ConflictSummary, head_gradient_stats
+from detect.engine.grad_diagnostics import ConflictSummary, format_conflicts, head_gradient_stats
 from detect.engine.inference import evaluate_model
 from detect.engine.init_from import init_model
 from detect.engine.logging import MetricsLogger
+from detect.engine.optim import build_optimizer, freeze_parts, own_parameter_ids
 from detect.engine.run_state import (check_compatible, checkpoint_meta, rng_state, seed_everything,
                                      set_rng_state)
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
-from detect.models.build import build_model
+from detect.models.build import HeadFactory, build_model
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Batch
 
@@ -51,9 +54,11 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, resume: str | Path | None = None,
                  device: str | None = None, show_progress: bool = True,
                  init_from: str | Path | None = None, class_map: str = "same-names",
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, heads: Sequence[HeadFactory] = ()) -> None:
         """``show_progress``: progress bars on stderr; ``quiet``: no bars and no per-head
-        tables (warnings and errors are still printed)."""
+        tables (warnings and errors are still printed); ``heads``: builders of heads of the
+        caller's, trained when ``train.heads`` names them (`detect.models.build`)."""
+        self.extra_heads = tuple(heads)
         self.cfg = self.cfg_requested = cfg  # cfg: keypoint settings resolved from the data
         self.quiet = quiet
         self.out = Path(out_dir)
@@ -101,14 +106,18 @@ class Trainer:
         self.model: MultiHeadDetector = build_model(
             cfg.model, self.categories.num_classes, k,
             kmeta.label_mask(self.categories) if kmeta else None,
-            kmeta.flip_pairs if kmeta else ())
+            kmeta.flip_pairs if kmeta else (), extra_heads=self.extra_heads)
+        if missing := [h for h in cfg.train.heads if h not in self.model.heads]:
+            raise TrainingError(f"train.heads names {', '.join(missing)}: no head of this model "
+                                f"({', '.join(self.model.heads)}; a head of your own is given to "
+                                "Trainer(heads=...))")
         if init_from is not None:
             report = init_model(self.model, init_from, self.categories.names, class_map)
             if self.rank == 0:
                 print(report.summary(init_from))
         self.model.to(self.device)
-        self.heads = tuple(h for h in cfg.train.heads if h in self.model.heads)
-        _freeze_parts(self.model, cfg.train.freeze)
+        self.heads = tuple(cfg.train.heads)
+        freeze_parts(self.model, cfg.train.freeze)
         self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema else None
         self.ddp = None
         if self.world > 1:
@@ -123,17 +132,19 @@ class Trainer:
         # terms that train only their head's own parameters: in no balancing statistic
         self.own_terms = {term for h in self.heads for term in self.model.heads[h].own_terms}
         # their parameters: an optimiser group and a gradient clip of their own
-        own = _own_parameter_ids(self.model)
+        own = own_parameter_ids(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.clip_groups = [g for g in ([p for p in params if id(p) not in own],
                                         [p for p in params if id(p) in own]) if g]
         self.balancer = build_balancer(t.balancing, list(self.groups), t.loss_weights,
                                        ema_momentum=t.balancing_ema, gradnorm_alpha=t.gradnorm_alpha,
                                        gradnorm_lr=t.gradnorm_lr, seed=t.seed).to(self.device)
-        self.optimizer = _build_optimizer(cfg, self.model)
+        self.optimizer = build_optimizer(cfg.train, self.model)
         if extra := list(self.balancer.parameters()):  # uncertainty's learned log-variances
             self.optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
-        self.shared_params = _shared_parameters(self.model)
+        # what every head depends on: the backbone and the FPN
+        self.shared_params = [p for mod in (self.model.backbone, self.model.neck)
+                              for p in mod.parameters() if p.requires_grad]
         self.last_shared = _last_shared_parameters(self.model)
         self.conflicts = ConflictSummary()  # every diagnostics measurement of the run
         self.last_grad_stats: dict | None = None
@@ -225,7 +236,7 @@ class Trainer:
             summary = self.conflicts.summary()
             self.logger.log({"step": s.step, "grad_conflict_summary": summary})
             if not self.quiet:
-                tqdm.write(_format_conflicts(summary))
+                tqdm.write(format_conflicts(summary))
         self._report_skipped()
         cleanup_distributed()
         return metrics
@@ -293,7 +304,7 @@ class Trainer:
         raw = self.model.losses(out, batch.targets, self.heads)
         losses = group_losses(own_terms_gradient_only(raw, self.own_terms), t.balance_apart)
         if set(losses) != set(self.groups):
-            raise TrainingError(_group_mismatch(self.groups, losses, t.balance_apart))
+            raise TrainingError(group_mismatch(self.groups, losses, t.balance_apart))
         totals = head_totals(losses)
         for head, value in totals.items():
             if not torch.isfinite(value):
@@ -350,15 +361,12 @@ class Trainer:
         loader = build_loader(self.val_ds, self.cfg.train.batch_size,
                               EpochSampler(len(self.val_ds), False), self.cfg.data.workers,
                               self.cfg.data.size_divisor)
-        sigmas = keypoint_sigmas(self.cfg.model.heads) or None
         skipped: list[str] = []
         metrics, _ = evaluate_model(self.eval_model(), loader, self.val_ds.ann.gt, self.categories,
-                                    self.cfg.postprocess, self.device, sigmas,
-                                    self.cfg.train.eval_backend, skipped=skipped,
-                                    progress=self.show_progress)
+                                    self.cfg.postprocess, self.device, self.cfg.train.eval_backend,
+                                    skipped=skipped, progress=self.show_progress, heads=self.heads)
         for line in skipped:  # their objects count as missed
             tqdm.write(f"warning: data.val: unreadable image left out of the evaluation: {line}")
-        metrics = {h: m for h, m in metrics.items() if _head_of_metric(h) in self.heads}
         self.model.train()
         self.logger.log({"step": self.state.step, "epoch": self.state.epoch, "eval": metrics})
         if not self.quiet:
@@ -370,60 +378,9 @@ class Trainer:
         return metrics
 
 
-def _format_conflicts(summary: dict) -> str:
-    lines = ["gradient conflict on shared parameters (backbone + neck):"]
-    for pair, v in summary["pairs"].items():
-        lines.append(f"  {pair:24s} mean cosine {v['mean_cosine']:+.3f}  in conflict "
-                     f"{100 * v['frac_negative']:.0f}% of {v['samples']} steps")
-    for head, v in summary["heads"].items():
-        lines.append(f"  {head:24s} mean grad norm {v['mean_grad_norm']:.4g}")
-    return "\n".join(lines)
-
-
-def _group_mismatch(expected: tuple[str, ...], losses: dict[str, dict[str, Tensor]],
-                    apart: tuple[str, ...]) -> str:
-    """The one-line error for balancing groups that do not match the losses the heads return."""
-    terms = sorted(k for g in losses.values() for k in g)
-    missing = [k for k in apart if k not in losses]
-    if missing:
-        return (f"train.balance_apart: no trained head returns {', '.join(missing)} (the terms: "
-                f"{', '.join(terms)})")
-    empty = [h for h in expected if h not in losses]
-    return f"train.balance_apart leaves head(s) {', '.join(empty)} without a loss term of their own"
-
-
-def _freeze_parts(model: MultiHeadDetector, parts: tuple[str, ...]) -> None:
-    """train.freeze: stop gradients in the backbone, the neck and/or whole heads."""
-    modules = {"backbone": model.backbone, "neck": model.neck, **dict(model.heads.items())}
-    for part in parts:
-        if part in modules:
-            for p in modules[part].parameters():
-                p.requires_grad_(False)
-
-
-def _shared_parameters(m: MultiHeadDetector) -> list[nn.Parameter]:
-    """Trainable parameters more than one head depends on: backbone, neck, shared tower, and the
-    classification tower when the keypoint head's handedness logit reads it."""
-    mods = [m.backbone, m.neck] + ([m.shared_tower] if m.shared_tower is not None else [])
-    kpt = m.heads["keypoints"] if "keypoints" in m.heads else None
-    if kpt is not None and kpt.reads_side_features and m.heads["cls"].tower is not None:
-        mods.append(m.heads["cls"].tower)
-    return [p for mod in mods for p in mod.parameters() if p.requires_grad]
-
-
 def _last_shared_parameters(m: MultiHeadDetector) -> list[nn.Parameter]:
-    """GradNorm's "last shared layer": the shared tower's last block, else the FPN outputs."""
-    t = m.shared_tower
-    if t is not None and len(t.convs):
-        mods = [t.convs[-1], t.norms[-1]]
-    else:
-        mods = [m.neck.output, m.neck.extra]
-    return [p for mod in mods for p in mod.parameters() if p.requires_grad]
-
-
-def _head_of_metric(name: str) -> str:
-    return {"bbox": "box", "box_class_agnostic": "box", "keypoints": "keypoints",
-            "classification": "cls"}.get(name, name)
+    """GradNorm's "last shared layer": the FPN's outputs."""
+    return [p for mod in (m.neck.output, m.neck.extra) for p in mod.parameters() if p.requires_grad]
 
 
 def _metric(metrics: dict, dotted: str) -> float | None:
@@ -433,34 +390,6 @@ def _metric(metrics: dict, dotted: str) -> float | None:
             return None
         node = node[part]
     return float(node)
-
-
-def _own_parameter_ids(model: MultiHeadDetector) -> set[int]:
-    """ids of the parameters only their heads' ``own_terms`` train (`Head.own_parameters`)."""
-    return {id(p) for head in model.heads.values() for p in head.own_parameters()}
-
-
-def _build_optimizer(cfg: Config, model: MultiHeadDetector) -> torch.optim.Optimizer:
-    """No weight decay on biases and normalisation parameters; each head's own parameters
-    (`Head.own_parameters`) in a group of their own at ``own_lr_scale`` times the learning rate,
-    without weight decay."""
-    t = cfg.train
-    own = _own_parameter_ids(model)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in own:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": t.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    for head in model.heads.values():
-        if trained := [p for p in head.own_parameters() if p.requires_grad]:
-            groups.append({"params": trained, "weight_decay": 0.0, "lr": t.lr * head.own_lr_scale})
-    match t.optimizer:
-        case "sgd":
-            return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
-        case "adamw":
-            return torch.optim.AdamW(groups, lr=t.lr)
 
 
 def _first_line(e: BaseException) -> str:

@@ -38,16 +38,18 @@ def build_graph(det: "Detector", nms_op: NmsOp, image_size: int | None = None,
 
 
 def build_meta(det: "Detector", graph: ExportGraph, input_dtype: InputDtype) -> ExportMeta:
-    p, kmeta = graph.params, det.keypoints if graph.has_keypoints else None
+    p, kmeta = graph.params, det.keypoints
+    ids = list(det.categories.ids)
+    fields = {name: {"geometry": head.geometry, "category_ids": head.class_ids(ids)}
+              for name, head in graph.model.instance_heads().items()}
     return ExportMeta(
         input_size=graph.image_size, input_dtype=input_dtype,
         class_names=list(det.categories.names), category_ids=list(det.categories.ids),
         keypoint_names=list(kmeta.names) if kmeta else [],
         skeleton=[list(e) for e in kmeta.skeleton] if kmeta else [],
-        keypoint_category_ids=list(kmeta.category_ids) if kmeta else [],
         score_threshold=p.score_thresh, nms_iou=p.nms_iou, max_detections=p.max_detections,
         topk_per_level=p.topk_per_level, class_agnostic=p.class_agnostic,
-        max_pixels=det.cfg.data.max_pixels, outputs=list(graph.output_names))
+        max_pixels=det.cfg.data.max_pixels, outputs=list(graph.output_names), fields=fields)
 
 
 def example_input(size: int, input_dtype: InputDtype) -> Tensor:

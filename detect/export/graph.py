@@ -1,16 +1,16 @@
 """The export graph: a `MultiHeadDetector` with decoding and post-processing, tensors in and out.
 
     images [B, 3, S, S] uint8 (or float 0-255) RGB, letterboxed to S x S
-      -> model: normalisation, backbone, FPN, heads          [B, A, C], [B, A, 4], [B, A, 3K]
+      -> model: normalisation, backbone, FPN, heads          [B, A, C], [B, A, 4], [B, A, D_h]
       -> per FPN level, top-k (anchor, class) scores          M candidates per image
       -> decode the candidates' boxes, clip to S x S         [B, M, 4]
       -> class-aware NMS                                      [B, M] kept
-      -> the best D kept, their keypoints decoded             padded to D = max_detections
+      -> the best D kept, each instance head's field decoded  padded to D = max_detections
 
-Outputs (`OUTPUT_NAMES`, in this order): boxes [B, D, 4] xyxy in input pixels, scores [B, D],
-labels [B, D] original category ids (-1 on padding), num_detections [B] int64 and, with a keypoint
-head, keypoints [B, D, K, 3] (x, y, score). Rows past ``num_detections`` are padding: zeros
-(labels -1).
+Outputs (`DETECTION_OUTPUTS`, then one per instance head in the model's order, named as the
+head): boxes [B, D, 4] xyxy in input pixels, scores [B, D], labels [B, D] original category ids
+(-1 on padding), num_detections [B] int64, then each head's field [B, D, ...] (keypoints
+[B, D, K, 3] (x, y, score)). Rows past ``num_detections`` are padding: zeros (labels -1).
 
 The steps are those of `Detector.predict` (RetinaNet's recipe in `detect.nms`): the same per-level
 top-k, strict score threshold, clipping and NMS IoU, so exported and eager detections agree. The
@@ -34,10 +34,11 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detect.config import ConfigError, PostprocessConfig
+from detect.heads.base import Selected
 from detect.models.detector import MultiHeadDetector
 
 NmsOp = Literal["onnx", "torch"]
-OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections", "keypoints")
+DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
 
 
 def nms_reference(boxes: Tensor, scores: Tensor, max_per_class: int, iou: float,
@@ -118,7 +119,6 @@ class ExportGraph(nn.Module):
         self.model = model
         self.eval()  # inference only; exporters restore the wrapper's mode on exit, recursively
         self.image_size, self.params, self.nms_op = int(image_size), params, nms_op
-        self.has_keypoints = "keypoints" in model.heads
         self.num_classes = len(category_ids)
         device = next(model.parameters()).device
         sizes = self.feature_sizes = self._feature_sizes(device)
@@ -136,16 +136,17 @@ class ExportGraph(nn.Module):
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return OUTPUT_NAMES if self.has_keypoints else OUTPUT_NAMES[:4]
+        return (*DETECTION_OUTPUTS, *self.model.instance_heads())
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        """images [B, 3, S, S] -> (boxes, scores, labels, num_detections[, keypoints])."""
-        net = self.model(images)
+        """images [B, 3, S, S] -> (boxes, scores, labels, num_detections, *fields)."""
+        m = self.model
+        net = m(images)
         preds = net.preds
-        scores = self.model.heads["cls"].decode(preds["cls"], self.anchors)  # [B, A, C]
+        scores = m.heads[m.score_head].decode(preds[m.score_head], self.anchors)  # [B, A, C]
         values, anchor_idx, labels = self._candidates(scores)  # [B, M] each
-        deltas = _gather(preds["box"], anchor_idx)  # [B, M, 4]
-        boxes = self.model.heads["box"].decode(deltas, self.anchors[anchor_idx])  # [B, M, 4]
+        deltas = _gather(preds[m.box_head], anchor_idx)  # [B, M, 4]
+        boxes = m.heads[m.box_head].decode(deltas, self.anchors[anchor_idx])  # [B, M, 4]
         boxes = boxes.clamp(0, self.image_size)
         kept = self._nms(boxes, values, labels)  # [B, M] bool
         top, order = torch.where(kept, values, float("-inf")).topk(self._num_out(), dim=1)  # [B, D]
@@ -154,11 +155,12 @@ class ExportGraph(nn.Module):
                "scores": torch.where(valid, top, 0.0),
                "labels": torch.where(valid, self.category_ids[labels.gather(1, order)], -1),
                "num_detections": valid.sum(1)}
-        if self.has_keypoints:
-            kpts = self._keypoints(preds["keypoints"], anchor_idx.gather(1, order),
-                                   labels.gather(1, order), out["boxes"],
-                                   net.crop_features)  # [B, D, K, 3]
-            out["keypoints"] = kpts * valid[..., None, None]
+        index = anchor_idx.gather(1, order)  # [B, D]
+        sel = Selected(index, self.anchors[index], out["boxes"], labels.gather(1, order),
+                       self.feature_sizes, list(m.anchor_generator.strides), self.per_level)
+        for name, head in m.instance_heads().items():
+            field = head.decode_detections(preds[name], net.maps.get(name), sel)  # [B, D, ...]
+            out[name] = field * valid.view(*valid.shape, *([1] * (field.dim() - 2)))
         return tuple(v if k == "num_detections" else self._pad(v) for k, v in out.items())
 
     def _num_out(self) -> int:
@@ -207,16 +209,3 @@ class ExportGraph(nn.Module):
         flat = selected[:, 0] * values.shape[1] + selected[:, 2]  # [S] into B * M
         kept = torch.zeros_like(values.flatten()).scatter(0, flat, 1.0)  # [B * M]
         return kept.view_as(values) > 0
-
-    def _keypoints(self, pred: Tensor, anchor_idx: Tensor, labels: Tensor, boxes: Tensor,
-                   crop_features: Tensor | None) -> Tensor:
-        """Decode keypoints of the detections only (refined on the finest level's maps; with a
-        crop handedness classifier, its logits on the detections' boxes [B, D, 4] and the map
-        ``crop_features``), zeros for classes without keypoints: pred [B, A, 3K + S + J + 2F],
-        anchor_idx [B, D], labels [B, D] (contiguous) -> [B, D, K, 3]."""
-        head = self.model.heads["keypoints"]
-        maps = head.maps(pred, self.per_level[0]) if head.refines else None  # [B, H_0 * W_0, .]
-        kpts = head.decode(_gather(pred, anchor_idx), self.anchors[anchor_idx], maps,
-                           self.feature_sizes[0], self.model.anchor_generator.strides[0],
-                           head.crop_sides(crop_features, boxes))
-        return head.mask_detections(kpts, labels)

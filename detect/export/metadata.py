@@ -23,9 +23,11 @@ class ExportMeta:
         category_ids: original category id of each class, same order; the graph's ``labels``
             output holds these ids.
         keypoint_names: K names ([] without a keypoint head).
-        keypoint_category_ids: the categories whose detections carry keypoints ([]: all); the
-            graph's ``keypoints`` rows of other detections are zeros.
         skeleton: 0-based keypoint index pairs to draw.
+        fields: per instance head's output (after the four detection outputs), its
+            ``geometry`` (`detect.structures.Geometry`: how it maps to original pixels) and
+            ``category_ids``, the categories whose detections carry it ([]: all; the rows of the
+            others are zeros).
         score_threshold, nms_iou, max_detections, topk_per_level, class_agnostic: the
             post-processing built into the graph.
         max_pixels: images larger than this are refused when read from files.
@@ -47,7 +49,7 @@ class ExportMeta:
     outputs: list[str]
     pad_value: int = PAD_VALUE
     format: str = FORMAT
-    keypoint_category_ids: list[int] = field(default_factory=list)  # absent in older exports
+    fields: dict[str, dict] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
         """ONNX ``metadata_props``: every value JSON-encoded."""
@@ -70,4 +72,7 @@ class ExportMeta:
                    and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ValueError(f"{source}: export metadata lacks {', '.join(missing)}")
+        if "fields" not in d and "keypoints" in d["outputs"]:  # older exports: keypoints only
+            d = {**d, "fields": {"keypoints": {"geometry": "points",
+                                               "category_ids": d.get("keypoint_category_ids", [])}}}
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})

@@ -20,7 +20,8 @@ from detect.data.image_io import ImageInput, load_image
 from detect.data.transforms import Sample, letterbox_image
 from detect.engine.checkpoint import CheckpointError
 from detect.export.metadata import ExportMeta
-from detect.prediction import Prediction, mask_keypoints
+from detect.prediction import Prediction, masked_field
+from detect.structures import field_to_original
 from detect.video import predict_video
 
 RunGraph = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -41,8 +42,7 @@ class ExportedDetector:
         self.image_size, self.max_pixels = meta.input_size, meta.max_pixels
         self.categories = CategoryMap(tuple(meta.category_ids), tuple(meta.class_names))
         self.keypoints = (KeypointMeta(tuple(meta.keypoint_names),
-                                       tuple(tuple(e) for e in meta.skeleton),
-                                       category_ids=tuple(meta.keypoint_category_ids))
+                                       tuple(tuple(e) for e in meta.skeleton))
                           if meta.keypoint_names else None)
         self._exported = PostprocessConfig(meta.score_threshold, meta.topk_per_level, meta.nms_iou,
                                            meta.max_detections, meta.class_agnostic)
@@ -141,14 +141,16 @@ class ExportedDetector:
         h, w = size
         boxes = np.clip(boxes, 0, (w, h)).reshape(-1, 4).astype(np.float32)
         labels = out["labels"][b, :n][keep].astype(np.int64)
-        kpts = None
-        if "keypoints" in out:
-            kpts = out["keypoints"][b, :n][keep].astype(np.float32)  # [N, K, 3]
-            kpts[..., :2] = (kpts[..., :2] - offset) / s.scale
-        kpts, has = mask_keypoints(kpts, labels, self.keypoints)
+        fields = {}
+        for name, spec in self.meta.fields.items():
+            values = field_to_original(out[name][b, :n][keep].astype(np.float32),
+                                       spec["geometry"], s.scale, s.offset)
+            ids = spec["category_ids"]
+            present = np.array([not ids or int(c) in ids for c in labels], bool)
+            fields[name] = masked_field(values, present, spec["geometry"])
         return Prediction(boxes=boxes, scores=out["scores"][b, :n][keep].astype(np.float32),
                           labels=labels, names=[self._names[int(i)] for i in labels],
-                          keypoints=kpts, has_keypoints=has)
+                          fields=fields)
 
 
 def _require_file(path: str | Path) -> None:

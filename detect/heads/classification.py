@@ -7,14 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detect.heads.base import Head, Tower
+from detect.evaluation.classification import accuracy_on_matched
+from detect.heads.base import ScoreHead, Tower
 from detect.losses import focal_loss
 from detect.structures import Matches
 
 
-class ClassificationHead(Head):
+class ClassificationHead(ScoreHead):
     """pred [B, A, C] logits. Loss: focal loss over positive and background anchors (ignored
-    anchors excluded), summed and divided by the number of positives."""
+    anchors excluded), summed and divided by the number of positives. Evaluated as the accuracy of
+the classes of the detections matched to ground truth (`detect.evaluation.classification`)."""
 
     name = "cls"
 
@@ -24,7 +26,8 @@ class ClassificationHead(Head):
         self.num_classes, self.alpha, self.gamma = num_classes, alpha, gamma
         torch.nn.init.constant_(self.predictor.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def loss(self, pred: Tensor, matches: Matches) -> dict[str, Tensor]:
+    def loss(self, pred: Tensor, matches: Matches, extra: Tensor | None = None
+             ) -> dict[str, Tensor]:
         valid = matches.valid  # [B, A]
         labels = matches.labels.clamp(min=0)  # [B, A]
         onehot = F.one_hot(labels, self.num_classes).to(pred.dtype)  # [B, A, C]
@@ -35,3 +38,7 @@ class ClassificationHead(Head):
     def decode(self, pred: Tensor, anchors: Tensor) -> Tensor:
         """[B, A, C] probabilities."""
         return pred.sigmoid()
+
+    def evaluate(self, gt: dict, predictions: list[dict], backend: str,
+                 class_names: dict[int, str]) -> dict[str, dict]:
+        return {"classification": accuracy_on_matched(gt, predictions)}

@@ -5,9 +5,7 @@ In training a tower block is conv -> BatchNorm (one per level with ``norm: bn``)
 evaluation without autograd each BatchNorm is a fixed affine map per channel, so a (conv,
 BatchNorm, level) triple is one convolution with scaled weights and a bias (`fold_layers`). And T
 towers of the same shape that read the same input are one tower: their first convolutions
-concatenated along the outputs, their later ones a grouped convolution (groups = T), and the
-predictors that read them one convolution whose weight is zero where a predictor does not read a
-tower (`block_predictor`). The outputs are the same to float rounding; the calls are fewer and
+concatenated along the outputs, their later ones a grouped convolution (groups = T). The outputs are the same to float rounding; the calls are fewer and
 larger, which is what a CPU pays for at these sizes (docs/BENCHMARKS.md, "keypoint-cost").
 
 The folded weights are built on first use and kept while the tensors they come from are the same
@@ -48,10 +46,10 @@ def _foldable_norm(norm: nn.Module) -> bool:
                                          and norm.track_running_stats and not norm.training)
 
 
-def can_fold(towers: Sequence[nn.Module], merging: bool = False) -> bool:
-    """Whether `fold_layers` applies, and gains: plain convolutions (not depthwise + pointwise),
-    frozen BatchNorm or no norm, at least one block; several towers of the same depth, width and
-    input width. One tower without BatchNorm has nothing to fold (unless ``merging``)."""
+def can_fold(towers: Sequence[nn.Module]) -> bool:
+    """Whether `fold_layers` applies, and gains: plain convolutions, frozen BatchNorm or no
+    norm, at least one block; several towers of the same depth, width and input width. One tower
+    without BatchNorm has nothing to fold."""
     first = towers[0]
     if not first.convs:
         return False
@@ -63,7 +61,7 @@ def can_fold(towers: Sequence[nn.Module], merging: bool = False) -> bool:
         if (len(t.convs), t.channels, t.convs[0].in_channels) != (
                 len(first.convs), first.channels, first.convs[0].in_channels):
             return False
-    return merging or len(towers) > 1 or any(type(n) is nn.BatchNorm2d
+    return len(towers) > 1 or any(type(n) is nn.BatchNorm2d
                                              for ns in first.norms for n in ns)
 
 
@@ -110,19 +108,6 @@ def run_layers(x: Tensor, layers: list[Layer]) -> Tensor:
     for weight, bias, groups in layers:
         x = torch.relu(F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=groups))
     return x
-
-
-def block_predictor(parts: Sequence[tuple[nn.Conv2d, int]], num_towers: int) -> tuple[Tensor, Tensor]:
-    """One convolution for predictors that each read one of ``num_towers`` concatenated towers:
-    ``parts`` (predictor, index of the tower it reads) -> weight [sum O, T * C, kh, kw] (zero
-    outside each predictor's tower) and bias [sum O]."""
-    weights = []
-    for conv, tower in parts:
-        w = conv.weight  # [O, C, kh, kw]
-        c = w.shape[1]
-        weights.append(F.pad(w, (0, 0, 0, 0, tower * c, (num_towers - 1 - tower) * c)))
-    return (_like(torch.cat(weights), parts[0][0].weight),
-            torch.cat([conv.bias for conv, _ in parts]))
 
 
 class FoldCache:

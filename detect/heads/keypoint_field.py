@@ -25,6 +25,15 @@ FIELD_RADIUS = 3.0  # cells: trained within this distance of a joint; the longes
 FIELD_STEPS = 2  # refinement steps: the first lands near the joint, the second on it
 
 
+def joint_groups(num_keypoints: int, flip_pairs: tuple[tuple[int, int], ...]) -> list[int]:
+    """[K]: the joint type of each keypoint; the two keypoints of a flip pair share one."""
+    group = list(range(num_keypoints))
+    for a, b in flip_pairs:
+        group[max(a, b)] = group[min(a, b)]
+    ids = {g: i for i, g in enumerate(dict.fromkeys(group))}
+    return [ids[g] for g in group]
+
+
 def type_members(groups: list[int]) -> list[list[int]]:
     """[J][G]: the keypoints of each joint type (``groups`` [K]: the type of each keypoint),
     padded with K (no keypoint) to the largest type's size G."""

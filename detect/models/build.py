@@ -1,16 +1,21 @@
-"""The one place where a `Config` becomes modules: backbone, FPN, heads, anchors, matcher."""
+"""The one place where a `Config` becomes modules: backbone, FPN, heads, anchors, matcher.
+
+Heads that are not in the package join through ``extra_heads``: callables that take the
+`HeadContext` (what a head needs to know of the network it sits on) and return the head, whose
+``name`` is its key (in ``train.heads``, the losses, the metrics and the detections' fields).
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
 from detect.anchors import AnchorGenerator
 from detect.box_coder import BoxCoder
-from detect.config import ConfigError, ModelConfig, keypoint_sigmas
-from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
-from detect.heads.keypoint_heatmap import joint_groups
+from detect.config import ConfigError, HeadsConfig, ModelConfig, keypoint_sigmas
+from detect.heads import BoxHead, ClassificationHead, Head, KeypointHead, Tower
+from detect.heads.keypoint_field import joint_groups
 from detect.heads.keypoint_side import CropHandedness
 from detect.matching import ATSSMatcher, IoUMatcher
 from detect.models.backbone import build_backbone, efficientnet_lite0_weights_path
@@ -18,14 +23,42 @@ from detect.models.detector import MultiHeadDetector
 from detect.models.fpn import FPN
 
 PACKAGE_WEIGHTS = "package"  # model.backbone.weights: use the weights an installed package ships
+CROP_LEVEL = 1  # the backbone map the keypoint head's crop classifier reads: C4
+
+
+@dataclass(frozen=True)
+class HeadContext:
+    """What a head's builder knows of the network: FPN channels and levels, anchors per
+    location, classes, each backbone level's channels and stride, and a tower maker with the
+    config's shared tower settings (``tower(depth, channels)``; None for depth 0)."""
+
+    channels: int
+    num_levels: int
+    num_anchors: int
+    num_classes: int
+    backbone_channels: tuple[int, ...]
+    backbone_strides: tuple[int, ...]
+    norm: str
+    tower_depth: int
+
+    def tower(self, depth: int | None = None, channels: int | None = None) -> Tower | None:
+        depth = self.tower_depth if depth is None else depth
+        if depth == 0:
+            return None
+        return Tower(channels or self.channels, depth, self.norm, self.num_levels, self.channels)
+
+
+HeadFactory = Callable[[HeadContext], Head]
 
 
 def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
                 keypoint_classes: Sequence[bool] | None = None,
-                flip_pairs: Sequence[tuple[int, int]] = ()) -> MultiHeadDetector:
+                flip_pairs: Sequence[tuple[int, int]] = (),
+                extra_heads: Sequence[HeadFactory] = ()) -> MultiHeadDetector:
     """Wire the config to constructors. ``num_keypoints`` 0 builds no keypoint head;
     ``keypoint_classes`` [C]: which classes' detections carry keypoints (default: all);
-    ``flip_pairs``: left/right keypoints, which share a heatmap (``keypoint_heatmaps``)."""
+    ``flip_pairs``: left/right keypoints (handedness, offset fields); ``extra_heads``: heads
+    of the caller's (module docstring)."""
     b = cfg.backbone
     weights = b.weights
     if weights == PACKAGE_WEIGHTS:
@@ -41,18 +74,24 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
     strides = [8 * 2 ** i for i in range(3 + n.extra_levels)]
     a = cfg.anchors
     anchors = AnchorGenerator(strides, a.sizes, a.ratios, a.scales, a.offset, a.round_to_pixels)
-    heads = _build_heads(cfg, n.channels, anchors.num_anchors_per_location, num_classes,
-                         num_keypoints, tuple(flip_pairs),
-                         (backbone.out_channels[1], backbone.strides[1]))
-    shared = None
-    h = cfg.heads
-    if h.share_tower:
-        shared = Tower(n.channels, h.tower_depth, h.norm, h.depthwise, 3 + n.extra_levels)
+    ctx = HeadContext(n.channels, 3 + n.extra_levels, anchors.num_anchors_per_location,
+                      num_classes, tuple(backbone.out_channels), tuple(backbone.strides),
+                      cfg.heads.norm, cfg.heads.tower_depth)
+    heads: dict[str, Head] = {"cls": _classification_head(cfg.heads, ctx),
+                              "box": _box_head(cfg.heads, ctx)}
+    if num_keypoints:
+        heads["keypoints"] = _keypoint_head(cfg.heads, ctx, num_keypoints, tuple(flip_pairs))
+        if keypoint_classes is not None:
+            heads["keypoints"].set_classes(torch.tensor(list(keypoint_classes), dtype=torch.bool))
+    for make in extra_heads:
+        head = make(ctx)
+        if not head.name or head.name in heads:
+            raise ValueError(f"a head given to build_model needs a name of its own, not "
+                             f"{head.name!r}")
+        heads[head.name] = head
     mean = tuple(255.0 * v for v in backbone.pixel_mean)  # inputs are 0-255
     std = tuple(255.0 * v for v in backbone.pixel_std)
-    if keypoint_classes is not None and "keypoints" in heads:
-        heads["keypoints"].set_classes(torch.tensor(list(keypoint_classes), dtype=torch.bool))
-    return MultiHeadDetector(backbone, neck, heads, anchors, _build_matcher(cfg), mean, std, shared,
+    return MultiHeadDetector(backbone, neck, heads, anchors, _build_matcher(cfg), mean, std,
                              channels_last=cfg.channels_last)
 
 
@@ -65,57 +104,39 @@ def _build_matcher(cfg: ModelConfig) -> IoUMatcher | ATSSMatcher:
             return ATSSMatcher(topk=m.topk, ignore_ioa=m.ignore_ioa)
 
 
-def _build_heads(cfg: ModelConfig, channels: int, per_loc: int, num_classes: int,
-                 num_keypoints: int, flip_pairs: tuple[tuple[int, int], ...],
-                 crop_level: tuple[int, int]) -> dict:
-    """The heads; ``crop_level``: (channels, stride) of the backbone map (C4) a crop handedness
-    classifier reads."""
-    h = cfg.heads
+def _classification_head(h: HeadsConfig, ctx: HeadContext) -> ClassificationHead:
+    c = h.cls
+    return ClassificationHead(ctx.channels, ctx.num_anchors, ctx.num_classes,
+                              ctx.tower(c.tower_depth), c.prior_prob, c.focal_alpha, c.focal_gamma)
 
-    def tower(depth: int = h.tower_depth, width: int = channels) -> Tower | None:
-        if h.share_tower or depth == 0:
-            return None
-        return Tower(width, depth, h.norm, h.depthwise, cfg.neck.extra_levels + 3, channels)
 
-    coder = BoxCoder(h.box_weights)
-    heads = {
-        "cls": ClassificationHead(channels, per_loc, num_classes, tower(), h.prior_prob,
-                                  h.focal_alpha, h.focal_gamma),
-        "box": BoxHead(channels, per_loc, tower(), coder, h.box_loss),
-    }
-    if num_keypoints:
-        fits = h.num_keypoints in (None, num_keypoints)  # None: K from the data
-        sigmas = keypoint_sigmas(replace(h, num_keypoints=num_keypoints)) if fits else ()
-        if len(sigmas) != num_keypoints:
-            raise ValueError(f"the dataset has {num_keypoints} keypoints but model.heads has "
-                             f"num_keypoints={h.num_keypoints}: set model.heads.num_keypoints and "
-                             "model.heads.keypoint_sigmas to match")
-        for option in ("keypoint_heatmaps", "keypoint_field"):
-            if getattr(h, option) and per_loc != 1:
-                raise ConfigError(f"model.heads.{option} needs one anchor per location "
-                                  f"(model.anchors.ratios and scales of one value each), not "
-                                  f"{per_loc}")
-        groups = joint_groups(num_keypoints, flip_pairs) if h.keypoint_heatmaps else None
-        # with handedness, pairs are refined in image-left, image-right order: a field per keypoint;
-        # without, a pair's two keypoints (either may be the image-left one) share a field
-        fields = (joint_groups(num_keypoints, () if h.keypoint_handedness else flip_pairs)
-                  if h.keypoint_field else None)
-        pairs = flip_pairs if h.keypoint_handedness else ()
-        depth = h.tower_depth if h.keypoint_tower_depth is None else h.keypoint_tower_depth
-        kpt_tower = tower(depth, h.keypoint_tower_channels or channels)  # settings: config checks
-        width = channels if kpt_tower is None else kpt_tower.channels
-        side_channels = channels if h.keypoint_side_tower == "cls" and pairs else None
-        side_tower = (tower(depth, width) if h.keypoint_side_tower == "own" and pairs else None)
-        side_crop = (CropHandedness(*crop_level, lr_scale=h.keypoint_crop_lr)
-                     if h.keypoint_side_tower == "crop" and pairs else None)
-        heads["keypoints"] = KeypointHead(width, per_loc, num_keypoints, kpt_tower, coder,
-                                          sigmas,
-                                          l1_weight=h.keypoint_l1_weight, heatmap_groups=groups,
-                                          handedness_pairs=pairs,
-                                          side_weight=h.keypoint_side_weight,
-                                          field_groups=fields,
-                                          field_weight=h.keypoint_field_weight,
-                                          side_channels=side_channels,
-                                          side_grad=h.keypoint_side_grad,
-                                          side_tower=side_tower, side_crop=side_crop)
-    return heads
+def _box_head(h: HeadsConfig, ctx: HeadContext) -> BoxHead:
+    return BoxHead(ctx.channels, ctx.num_anchors, ctx.tower(h.box.tower_depth),
+                   BoxCoder(h.box.weights), h.box.loss)
+
+
+def _keypoint_head(h: HeadsConfig, ctx: HeadContext, num_keypoints: int,
+                   flip_pairs: tuple[tuple[int, int], ...]) -> KeypointHead:
+    kp = h.keypoints
+    fits = kp.num_keypoints in (None, num_keypoints)  # None: K from the data
+    sigmas = keypoint_sigmas(replace(kp, num_keypoints=num_keypoints)) if fits else ()
+    if len(sigmas) != num_keypoints:
+        raise ValueError(f"the dataset has {num_keypoints} keypoints but model.heads.keypoints has "
+                         f"num_keypoints={kp.num_keypoints}: set model.heads.keypoints."
+                         "num_keypoints and model.heads.keypoints.sigmas to match")
+    if kp.field and ctx.num_anchors != 1:
+        raise ConfigError(f"model.heads.keypoints.field needs one anchor per location "
+                          f"(model.anchors.ratios and scales of one value each), not "
+                          f"{ctx.num_anchors}")
+    pairs = flip_pairs if kp.handedness != "none" else ()
+    # with handedness, pairs are refined in image-left, image-right order: a field per keypoint;
+    # without, a pair's two keypoints (either may be the image-left one) share a field
+    fields = (joint_groups(num_keypoints, () if pairs else flip_pairs) if kp.field else None)
+    tower = ctx.tower(kp.tower_depth, kp.tower_channels)  # settings: config checks
+    crop = (CropHandedness(ctx.backbone_channels[CROP_LEVEL], ctx.backbone_strides[CROP_LEVEL],
+                           lr_scale=kp.crop_lr) if kp.handedness == "crop" and pairs else None)
+    return KeypointHead(ctx.channels if tower is None else tower.channels, ctx.num_anchors,
+                        num_keypoints, tower, BoxCoder(h.box.weights), sigmas,
+                        l1_weight=kp.l1_weight, handedness_pairs=pairs, side_weight=kp.side_weight,
+                        field_groups=fields, field_weight=kp.field_weight, side_crop=crop,
+                        crop_level=CROP_LEVEL)

@@ -1,44 +1,52 @@
-"""The multi-head detector: backbone -> FPN -> (optional shared tower) -> dict of heads.
+"""The multi-head detector: backbone -> FPN -> dict of heads.
 
 `MultiHeadDetector.forward` is pure: images in, `HeadOutputs` out, the same in training and
 evaluation. `losses` matches anchors once for the whole batch and asks every head for its losses;
-`detect` decodes every head and runs post-processing.
+`detect` decodes the heads and runs post-processing. It knows heads only by their roles
+(`detect.heads.base`): the `ScoreHead` picks the candidates, the `BoxRegressionHead` gives their
+boxes, and every `InstanceHead` adds its field to the final detections.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from detect.anchors import AnchorGenerator
 from detect.config import PostprocessConfig
-from detect.heads.base import Head, Tower
+from detect.heads.base import BoxRegressionHead, Head, InstanceHead, ScoreHead, Selected
 from detect.matching import Matcher, match_batch
 from detect.nms import postprocess_lazy
-from detect.structures import Detections, Target
+from detect.structures import Detections, Target, field_to_original, map_to_original
 
 
 @dataclass
 class HeadOutputs:
-    """preds: head name -> [B, A, D]; feature_sizes: (H_l, W_l) per FPN level; crop_features:
-    the backbone map [B, C, H, W] a keypoint head's crop handedness classifier reads
-    (`detect.heads.keypoint_side`; None without one)."""
+    """preds: head name -> [B, A, D]; feature_sizes: (H_l, W_l) per FPN level; maps: head name
+    -> the map it keeps besides its prediction (`Head.extra_map`; only heads that have one)."""
 
     preds: dict[str, Tensor]
     feature_sizes: list[tuple[int, int]]
-    crop_features: Tensor | None = None
+    maps: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _one(heads: dict[str, Head], role: type) -> str:
+    found = [n for n, h in heads.items() if isinstance(h, role)]
+    if len(found) != 1:
+        raise ValueError(f"a detector needs exactly one {role.__name__}, got {found}")
+    return found[0]
 
 
 class MultiHeadDetector(nn.Module):
     def __init__(self, backbone: nn.Module, neck: nn.Module, heads: dict[str, Head],
                  anchor_generator: AnchorGenerator, matcher: Matcher,
                  pixel_mean: tuple[float, float, float], pixel_std: tuple[float, float, float],
-                 shared_tower: Tower | None = None, channels_last: bool = True) -> None:
+                 channels_last: bool = True) -> None:
         super().__init__()
         self.backbone, self.neck = backbone, neck
-        self.shared_tower = shared_tower
         self.heads = nn.ModuleDict(heads)
+        self.score_head, self.box_head = _one(heads, ScoreHead), _one(heads, BoxRegressionHead)
         self.anchor_generator, self.matcher = anchor_generator, matcher
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
@@ -64,21 +72,14 @@ class MultiHeadDetector(nn.Module):
         levels = self.backbone(self.normalize(images))  # C3, C4, C5
         feats = self.neck(levels)
         sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
-        if self.shared_tower is not None:
-            feats = self.shared_tower(feats)
-        kpt = self.heads["keypoints"] if "keypoints" in self.heads else None
-        # the keypoint head's crop handedness classifier reads C4 (detached, in its own module)
-        crops = levels[1] if kpt is not None and kpt.side_crop is not None else None
-        if kpt is None or not kpt.reads_side_features:
-            return HeadOutputs({name: head(feats) for name, head in self.heads.items()}, sizes,
-                               crops)
-        # the keypoint head's handedness logit reads the classification tower: run it once
-        cls_feats = self.heads["cls"].tower_features(feats)
-        preds = {name: (head.predict(cls_feats) if name == "cls" else
-                        head(feats, side_features=cls_feats) if name == "keypoints" else
-                        head(feats))
-                 for name, head in self.heads.items()}
-        return HeadOutputs(preds, sizes, crops)
+        preds = {name: head(feats) for name, head in self.heads.items()}
+        maps = {name: m for name, head in self.heads.items()
+                if (m := head.extra_map(feats, levels)) is not None}
+        return HeadOutputs(preds, sizes, maps)
+
+    def instance_heads(self) -> dict[str, InstanceHead]:
+        """The heads that add a field to each final detection, by name."""
+        return {n: h for n, h in self.heads.items() if isinstance(h, InstanceHead)}
 
     def anchors(self, feature_sizes: list[tuple[int, int]], device: torch.device) -> Tensor:
         return self.anchor_generator(feature_sizes, device=device)  # [A, 4]
@@ -91,47 +92,55 @@ class MultiHeadDetector(nn.Module):
         per_level = self.anchor_generator.num_anchors_per_level(out.feature_sizes)
         matches = match_batch(self.matcher, anchors, per_level, targets)
         names = heads if heads is not None else tuple(self.heads)
-        return {n: (self.heads[n].loss(out.preds[n], matches, out.crop_features)
-                    if n == "keypoints" else self.heads[n].loss(out.preds[n], matches))
+        return {n: self.heads[n].loss(out.preds[n], matches, out.maps.get(n))
                 for n in names if n in self.heads}
 
     @torch.no_grad()
     def detect(self, out: HeadOutputs, image_sizes: list[tuple[int, int]] | None,
                params: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
-        """Decode every head and post-process into per-image detections (transformed pixels).
+        """Decode the heads and post-process into per-image detections (transformed pixels).
 
         Scores are decoded everywhere (the top-k needs them); boxes only for the pre-NMS
-        candidates and keypoints only for the final detections (refined on the finest level's
-        maps, and zeros for classes without keypoints, `KeypointHead.set_classes`).
+        candidates and the instance heads' fields only for the final detections (zeros for
+        classes a head does not serve, `InstanceHead.set_classes`).
         """
-        device = out.preds["cls"].device
+        device = out.preds[self.score_head].device
         anchors = self.anchors(out.feature_sizes, device)  # [A, 4]
-        scores = self.heads["cls"].decode(out.preds["cls"], anchors)  # [B, A, C]
-        box_head, box_pred = self.heads["box"], out.preds["box"]
+        scores = self.heads[self.score_head].decode(out.preds[self.score_head], anchors)  # [B, A, C]
+        box_head, box_pred = self.heads[self.box_head], out.preds[self.box_head]
+        per_level = self.anchor_generator.num_anchors_per_level(out.feature_sizes)
+        instance = self.instance_heads()
 
         def boxes_of(b: int, idx: Tensor) -> Tensor:
             return box_head.decode(box_pred[b, idx], anchors[idx])  # [M, 4]
 
-        keypoints_of = None
-        if "keypoints" in self.heads:
-            kpt_head, kpt_pred = self.heads["keypoints"], out.preds["keypoints"]
-            finest = self.anchor_generator.num_anchors_per_level(out.feature_sizes)[0]
-            maps = kpt_head.maps(kpt_pred, finest) if kpt_head.refines else None  # [B, H_0 W_0, .]
-            stride = self.anchor_generator.strides[0]
-
-            def keypoints_of(b: int, idx: Tensor, labels: Tensor) -> Tensor:
-                if idx.numel() == 0:  # no detections: nothing to decode or refine
-                    return anchors.new_zeros(0, kpt_head.num_keypoints, 3)
-                crops = None if out.crop_features is None else out.crop_features[b:b + 1]
-                sides = kpt_head.crop_sides(crops, boxes_of(b, idx)[None])  # [1, N] or None
-                kpts = kpt_head.decode(kpt_pred[b, idx][None], anchors[idx][None],
-                                       None if maps is None else maps[b:b + 1],
-                                       out.feature_sizes[0], stride, sides)[0]  # [N, K, 3]
-                return kpt_head.mask_detections(kpts, labels)
+        def fields_of(b: int, idx: Tensor, det: Detections) -> dict[str, Tensor]:
+            sel = Selected(idx[None], anchors[idx][None], det.boxes[None], det.labels[None],
+                           out.feature_sizes, list(self.anchor_generator.strides), per_level)
+            return {n: h.decode_detections(out.preds[n][b:b + 1], _image(out.maps.get(n), b),
+                                           sel)[0]
+                    for n, h in instance.items()}  # [N, ...] each
 
         return postprocess_lazy(
-            scores, boxes_of, self.anchor_generator.num_anchors_per_level(out.feature_sizes),
-            keypoints_of, image_sizes, score_thresh=params.score_thresh,
-            topk_per_level=params.topk_per_level, nms_iou=params.nms_iou,
-            max_detections=params.max_detections, class_agnostic=params.class_agnostic,
-            soft_nms_sigma=params.soft_nms_sigma)
+            scores, boxes_of, per_level, fields_of if instance else None, image_sizes,
+            score_thresh=params.score_thresh, topk_per_level=params.topk_per_level,
+            nms_iou=params.nms_iou, max_detections=params.max_detections,
+            class_agnostic=params.class_agnostic, soft_nms_sigma=params.soft_nms_sigma)
+
+    def to_original(self, det: Detections, scale: float, offset: tuple[float, float],
+                    size: tuple[int, int] | None = None) -> Detections:
+        """Detections in original-image pixels (boxes clipped to ``size`` (H, W) when given),
+        every field mapped by its head's geometry."""
+        boxes = map_to_original(det.boxes, scale, offset)
+        if size is not None:
+            h, w = size
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        heads = self.instance_heads()
+        fields = {n: field_to_original(v, heads[n].geometry, scale, offset)
+                  for n, v in det.fields.items()}
+        return Detections(boxes, det.scores, det.labels, fields)
+
+
+def _image(x: Tensor | None, b: int) -> Tensor | None:
+    return None if x is None else x[b:b + 1]

@@ -28,8 +28,8 @@ from detect.models.detector import HeadOutputs, MultiHeadDetector
 
 
 class _Dense(nn.Module):
-    """``MultiHeadDetector.forward`` with tensors only: predictions in head order, then the crop
-    features when the model has them."""
+    """``MultiHeadDetector.forward`` with tensors only: predictions in head order, then the
+    heads' extra maps in their order (`HeadOutputs.maps`)."""
 
     def __init__(self, model: MultiHeadDetector) -> None:
         super().__init__()
@@ -37,8 +37,7 @@ class _Dense(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         out = self.model(images)
-        crops = () if out.crop_features is None else (out.crop_features,)
-        return (*out.preds.values(), *crops)
+        return (*out.preds.values(), *out.maps.values())
 
 
 class FrozenForward:
@@ -54,7 +53,9 @@ class FrozenForward:
             raise ValueError("FrozenForward needs a model in eval mode")
         self.model = model.set_memory_format(channels_last=True)
         self.names = list(model.heads)
-        self.graphs: dict[tuple, tuple[Callable[[Tensor], tuple[Tensor, ...]], list[tuple[int, int]]]] = {}
+        # input key -> (graph, feature sizes, names of the extra maps)
+        self.graphs: dict[tuple, tuple[Callable[[Tensor], tuple[Tensor, ...]],
+                                       list[tuple[int, int]], list[str]]] = {}
         self.chosen: dict[tuple, str] = {}  # input key -> "eager", "freeze" or "optimize_for_inference"
 
     @torch.inference_mode()
@@ -62,16 +63,16 @@ class FrozenForward:
         key = (tuple(images.shape), images.dtype)
         if key not in self.graphs:
             self.chosen[key], self.graphs[key] = self._build(images)
-        graph, sizes = self.graphs[key]
+        graph, sizes, map_names = self.graphs[key]
         outs = graph(images)
-        crops = outs[len(self.names)] if len(outs) > len(self.names) else None
-        return HeadOutputs(dict(zip(self.names, outs)), sizes, crops)
+        n = len(self.names)
+        return HeadOutputs(dict(zip(self.names, outs[:n])), sizes, dict(zip(map_names, outs[n:])))
 
-    def _build(self, images: Tensor) -> tuple[str, tuple[Callable, list[tuple[int, int]]]]:
-        sizes = self.model(images).feature_sizes
+    def _build(self, images: Tensor) -> tuple[str, tuple[Callable, list[tuple[int, int]], list[str]]]:
+        out = self.model(images)
         candidates = self.candidates(images)
         name = min(candidates, key=lambda n: _seconds(candidates[n], images))
-        return name, (candidates[name], sizes)
+        return name, (candidates[name], out.feature_sizes, list(out.maps))
 
     def candidates(self, images: Tensor) -> dict[str, Callable[[Tensor], tuple[Tensor, ...]]]:
         """Eager, frozen and frozen + optimised versions of the network, traced on ``images``."""

@@ -46,10 +46,10 @@ RETINANET_V1_MODEL = (
     "model.anchors.sizes=[32,64,128,256,512]", "model.anchors.ratios=[0.5,1.0,2.0]",
     "model.anchors.scales=[1.0,1.2599,1.5874]", "model.anchors.offset=0.0",
     "model.anchors.round_to_pixels=true", "model.heads.tower_depth=4", "model.heads.norm=none",
-    "model.heads.box_loss=smooth_l1", "model.channels_last=false",
+    "model.heads.box.loss=smooth_l1", "model.channels_last=false",
 )
 RETINANET_V2_MODEL = RETINANET_V1_MODEL + (
-    "model.neck.extra_from=c5", "model.heads.norm=gn", "model.heads.box_loss=giou")
+    "model.neck.extra_from=c5", "model.heads.norm=gn", "model.heads.box.loss=giou")
 # torchvision's post-processing (score 0.05, top 1000 per level, NMS 0.5 are our defaults too)
 TORCHVISION_POSTPROCESS = ("postprocess.max_detections=300", "train.heads=[cls,box]")
 

@@ -69,8 +69,8 @@ def test_predict_masks_keypoints_of_other_categories(run: Path, images: list[Pat
     det = Detector.from_checkpoint(run / "last.pt")
     preds = det.predict([str(p) for p in images])
     labels = np.concatenate([p.labels for p in preds])
-    _check_rows(labels, np.concatenate([p.has_keypoints for p in preds]),
-                np.concatenate([p.keypoints for p in preds]))
+    _check_rows(labels, np.concatenate([p.fields["keypoints"].present for p in preds]),
+                np.concatenate([p.fields["keypoints"].values for p in preds]))
 
 
 def test_predictions_file_and_drawings(run: Path, images: list[Path], tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_predictions_file_and_drawings(run: Path, images: list[Path], tmp_path: 
     img = np.full((128, 128, 3), 127, np.uint8)
     args = (img, pred.boxes[circle], pred.labels[circle], ["circle"] * int(circle.sum()), None)
     skeleton = det.keypoints.skeleton
-    np.testing.assert_array_equal(draw_detections(*args, pred.keypoints[circle], skeleton, 0.0),
+    np.testing.assert_array_equal(draw_detections(*args, pred.fields["keypoints"].values[circle], skeleton, 0.0),
                                   draw_detections(*args, None, skeleton))
 
 
@@ -99,20 +99,20 @@ def test_onnx_graph_masks_keypoints_of_other_categories(run: Path, images: list[
     det = Detector.from_checkpoint(run / "last.pt")
     path = tmp_path / "model.onnx"
     export_onnx(det, path)
-    assert read_meta(path).keypoint_category_ids == [PERSON]
+    assert read_meta(path).fields["keypoints"]["category_ids"] == [PERSON]
     onnx_det = Detector.from_onnx(path)
     eager = det.predict([str(p) for p in images])
     exported = onnx_det.predict([str(p) for p in images])
     labels = np.concatenate([p.labels for p in exported])
-    _check_rows(labels, np.concatenate([p.has_keypoints for p in exported]),
-                np.concatenate([p.keypoints for p in exported]))
+    _check_rows(labels, np.concatenate([p.fields["keypoints"].present for p in exported]),
+                np.concatenate([p.fields["keypoints"].values for p in exported]))
     head = det.model.heads["keypoints"]  # the config's handedness swap, by crop: in the graph
     assert head.handed and head.side_crop is not None
     for a, b in zip(eager, exported):
-        np.testing.assert_array_equal(a.has_keypoints, b.has_keypoints)
+        np.testing.assert_array_equal(a.fields["keypoints"].present, b.fields["keypoints"].present)
         same = np.abs(a.boxes - b.boxes).max(-1) < 1e-2  # [N] the same detection (ties may reorder)
         assert same.mean() > 0.9
-        np.testing.assert_allclose(a.keypoints[same, :, :2], b.keypoints[same, :, :2], atol=1e-2)
+        np.testing.assert_allclose(a.fields["keypoints"].values[same, :, :2], b.fields["keypoints"].values[same, :, :2], atol=1e-2)
     with torch.no_grad():  # the raw graph: zero rows for circles, before any Python masking
         graph_out = onnx_det._run(np.zeros((1, 3, det.image_size, det.image_size), np.uint8))
     kpts, out_labels = graph_out["keypoints"][0], graph_out["labels"][0]

@@ -37,7 +37,7 @@ def test_end_to_end_on_coco_mini(coco_mini_run, coco_mini, tmp_path):
     img = next(coco_mini["val_images"].glob("*.jpg"))
     pred = det.predict(str(img))
     h, w = cv2.imread(str(img)).shape[:2]
-    assert pred.boxes.shape[1] == 4 and pred.keypoints.shape[1:] == (17, 3)
+    assert pred.boxes.shape[1] == 4 and pred.fields["keypoints"].values.shape[1:] == (17, 3)
     assert (pred.boxes[:, 2] <= w + 1e-3).all() and (pred.boxes[:, 3] <= h + 1e-3).all()
     assert set(pred.labels.tolist()) <= set(det.categories.ids)
     out = tmp_path / "metrics.json"
@@ -72,11 +72,11 @@ def test_predictions_map_back_to_original_pixels(tiny_overrides, tmp_path):
         kp = torch.zeros(1, 13, 3)
         kp[0, :, :2] = torch.tensor([30.0, 40.0])
         return [Detections(torch.tensor([[10.0, 20.0, 50.0, 60.0]]), torch.tensor([0.9]),
-                           torch.tensor([0]), kp)]
+                           torch.tensor([0]), {"keypoints": kp})]
     det.model.detect = fake_detect
     pred = det.predict(np.zeros((100, 200, 3), np.uint8))
     np.testing.assert_allclose(pred.boxes, [[10 / 0.64, 20 / 0.64, 50 / 0.64, 60 / 0.64]], rtol=1e-5)
-    np.testing.assert_allclose(pred.keypoints[0, 0, :2], [30 / 0.64, 40 / 0.64], rtol=1e-5)
+    np.testing.assert_allclose(pred.fields["keypoints"].values[0, 0, :2], [30 / 0.64, 40 / 0.64], rtol=1e-5)
     assert pred.labels.tolist() == [1] and pred.names == ["person"]
 
 

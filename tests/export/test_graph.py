@@ -52,7 +52,7 @@ def test_graph_equals_detect(det, nms_op, class_agnostic):
         torch.testing.assert_close(scores[b, :n], d.scores)
         torch.testing.assert_close(boxes[b, :n], d.boxes)
         assert labels[b, :n].tolist() == [(5, 6, 9)[i] for i in d.labels]
-        torch.testing.assert_close(kpts[b, :n], d.keypoints)
+        torch.testing.assert_close(kpts[b, :n], d.fields["keypoints"])
 
 
 def test_fewer_candidates_than_max_detections_are_padded(det):
@@ -84,19 +84,17 @@ def _graph_run(det: Detector) -> tuple:
         return params, images, graph(images), det.model(images)
 
 
-@pytest.mark.parametrize("option", ["keypoint_heatmaps", "keypoint_field"])
-def test_graph_with_keypoint_refinement_equals_detect(tiny_model, option):
-    """The heatmap or offset-field refinement and the category mask inside the graph, against
-    eager detect()."""
+def test_graph_with_keypoint_refinement_equals_detect(tiny_model):
+    """The offset-field refinement and the category mask inside the graph, against eager
+    detect()."""
     torch.manual_seed(0)
     det = Detector.from_config("configs/demo.yaml", tiny_model + [
-        f"data.image_size={SIZE}", "model.heads.keypoint_heatmaps=false",
-        "model.heads.keypoint_field=false", f"model.heads.{option}=true",
+        f"data.image_size={SIZE}", "model.heads.keypoints.field=true",
+        "model.heads.keypoints.handedness=none",
         "model.matcher.kind=atss", "model.anchors.ratios=[1.0]", "model.anchors.scales=[1.0]"],
         categories=["a", "b", "c"])
     head = det.model.heads["keypoints"]
-    assert (head.num_heatmaps, head.num_fields) == ((13, 0) if option == "keypoint_heatmaps"
-                                                     else (0, 13))
+    assert head.num_fields == 13
     head.set_classes(torch.tensor([True, False, True]))
     with torch.no_grad():  # strong, varied maps so that refinement moves keypoints
         head.map_predictor.bias[:] = 2.0
@@ -105,52 +103,45 @@ def test_graph_with_keypoint_refinement_equals_detect(tiny_model, option):
     anchors = det.model.anchors(out.feature_sizes, torch.device("cpu"))
     for b, d in enumerate(_eager(det, images, params)):
         n = int(num[b])
-        torch.testing.assert_close(kpts[b, :n], d.keypoints)
-        assert (d.keypoints[d.labels == 1] == 0).all() and (d.keypoints[d.labels != 1, :, 2] > 0).all()
+        torch.testing.assert_close(kpts[b, :n], d.fields["keypoints"])
+        assert (d.fields["keypoints"][d.labels == 1] == 0).all() and (d.fields["keypoints"][d.labels != 1, :, 2] > 0).all()
     # the refinement moved keypoints: unrefined decoding differs
     raw = head.decode(out.preds["keypoints"][0], anchors)  # [A, K, 3]
     first = _eager(det, images, params)[0]
     kept = first.labels != 1
     assert kept.any()
-    assert not any(torch.allclose(first.keypoints[i], raw[j]) for i in torch.nonzero(kept)[:, 0][:3]
+    assert not any(torch.allclose(first.fields["keypoints"][i], raw[j]) for i in torch.nonzero(kept)[:, 0][:3]
                    for j in range(raw.shape[0]))
 
 
-@pytest.mark.parametrize("source", ["keypoints", "own", "cls"])
-def test_graph_with_keypoint_handedness_equals_detect(tiny_model, source):
-    """The handedness swap inside the graph, against eager detect(), with logits of both signs,
-    wherever the logit is computed (``model.heads.keypoint_side_tower``). The left/right pairs
-    come from ``data.flip_pairs`` (`Detector.from_config` has no data to read them from)."""
+def test_graph_with_keypoint_handedness_equals_detect(tiny_model):
+    """The handedness swap inside the graph (the per-anchor logit), against eager detect(), with
+    logits of both signs. The left/right pairs come from ``data.flip_pairs``
+    (`Detector.from_config` has no data to read them from)."""
     torch.manual_seed(0)
     det = Detector.from_config("configs/demo.yaml", tiny_model + [
-        f"data.image_size={SIZE}", "model.heads.keypoint_handedness=true",
-        f"model.heads.keypoint_side_tower={source}",
+        f"data.image_size={SIZE}", "model.heads.keypoints.handedness=anchor",
         "data.flip_pairs=[[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]"],
         categories=["a", "b", "c"])
     head = det.model.heads["keypoints"]
     assert head.num_sides == 1 and det.keypoints.flip_pairs[0] == (1, 2)
-    assert (head.side_predictor is None) == (source == "keypoints")
-    assert (head.side_tower is None) == (source != "own")
     with torch.no_grad():  # handedness logits of both signs across anchors
-        if head.side_predictor is None:
-            head.predictor.weight[3 * 13] *= 100
-        else:
-            head.side_predictor.weight *= 100
+        head.predictor.weight[3 * 13] *= 100
     params, images, (_, _, _, num, kpts), out = _graph_run(det)
     sides = out.preds["keypoints"][..., 3 * 13]
     assert (sides > 0).any() and (sides < 0).any()
     for b, d in enumerate(_eager(det, images, params)):
-        torch.testing.assert_close(kpts[b, :int(num[b])], d.keypoints)
+        torch.testing.assert_close(kpts[b, :int(num[b])], d.fields["keypoints"])
 
 
 def test_graph_with_crop_handedness_equals_detect(tiny_model):
-    """``keypoint_side_tower: crop``: the graph crops the backbone's C4 map in each detection's
+    """``keypoints.handedness: crop``: the graph crops the backbone's C4 map in each detection's
     clipped box and swaps its pairs by the crop classifier's logit, as eager detect() does; logits
     of both signs among the detections, and the swap changes keypoints."""
     torch.manual_seed(0)
     det = Detector.from_config("configs/demo.yaml", tiny_model + [
-        f"data.image_size={SIZE}", "model.heads.keypoint_handedness=true",
-        "model.heads.keypoint_side_tower=crop", "model.heads.keypoint_tower_channels=null",
+        f"data.image_size={SIZE}", "model.heads.keypoints.handedness=crop",
+        "model.heads.keypoints.tower_channels=null",
         "data.flip_pairs=[[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]]"],
         categories=["a", "b", "c"])
     head = det.model.heads["keypoints"]
@@ -158,7 +149,7 @@ def test_graph_with_crop_handedness_equals_detect(tiny_model):
     with torch.no_grad():  # logits centred on the detections': both signs
         head.side_crop.classify.weight *= 100
         _, _, (boxes, _, _, num, _), out = _graph_run(det)
-        logits = head.crop_sides(out.crop_features, boxes)[num[:, None] > torch.arange(30)]
+        logits = head.side_crop(out.maps["keypoints"], boxes)[num[:, None] > torch.arange(30)]
         middle = logits.sort().values[len(logits) // 2 - 1:len(logits) // 2 + 1]
         head.side_crop.classify.bias -= middle.mean()  # between two logits: none near 0
     params, images, (boxes, _, _, num, kpts), out = _graph_run(det)
@@ -166,14 +157,15 @@ def test_graph_with_crop_handedness_equals_detect(tiny_model):
     signs = []
     for b, d in enumerate(eager):
         n = int(num[b])
-        torch.testing.assert_close(kpts[b, :n], d.keypoints)
-        signs.append(head.crop_sides(out.crop_features[b:b + 1], boxes[b:b + 1, :n])[0] > 0)
+        torch.testing.assert_close(kpts[b, :n], d.fields["keypoints"])
+        signs.append(head.side_crop(out.maps["keypoints"][b:b + 1], boxes[b:b + 1, :n])[0] > 0)
     signs = torch.cat(signs)
     assert signs.any() and not signs.all()
     with torch.no_grad():  # all negative: nothing swapped, so the positive ones were
         head.side_crop.classify.bias.fill_(-1e6)
         unswapped = _eager(det, images, params)
-    moved = torch.cat([(a.keypoints != u.keypoints).any(-1).any(-1) for a, u in zip(eager, unswapped)])
+    moved = torch.cat([(a.fields["keypoints"] != u.fields["keypoints"]).any(-1).any(-1)
+                       for a, u in zip(eager, unswapped)])
     assert torch.equal(moved, signs)
     for bad in ("[[1, 13]]", "[[1, 1]]", "[[1, 2], [2, 3]]"):
         with pytest.raises(ValueError, match="each keypoint at most once, in range for 13"):

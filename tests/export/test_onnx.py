@@ -124,8 +124,8 @@ def assert_same(expected, got) -> None:
         assert g.names == e.names
         np.testing.assert_allclose(g.boxes, e.boxes, atol=0.5, rtol=0)
         np.testing.assert_allclose(g.scores, e.scores, atol=1e-3, rtol=0)
-        np.testing.assert_allclose(g.keypoints[..., :2], e.keypoints[..., :2], atol=0.5, rtol=0)
-        np.testing.assert_allclose(g.keypoints[..., 2], e.keypoints[..., 2], atol=1e-3, rtol=0)
+        np.testing.assert_allclose(g.fields["keypoints"].values[..., :2], e.fields["keypoints"].values[..., :2], atol=0.5, rtol=0)
+        np.testing.assert_allclose(g.fields["keypoints"].values[..., 2], e.fields["keypoints"].values[..., 2], atol=1e-3, rtol=0)
 
 
 def test_onnxruntime_matches_eager(expected, onnx_file, images):
@@ -182,7 +182,7 @@ def test_static_batch_size_and_no_detections(eager, images, tmp_path):
     got = ExportedDetector.from_onnx(path).predict(images[-2:])  # two runs of batch 1
     assert [len(p.scores) for p in got] == [0, 0]
     assert_same(high.predict(images[-1:]), got[-1:])
-    assert got[0].boxes.shape == (0, 4) and got[0].keypoints.shape == (0, 13, 3)
+    assert got[0].boxes.shape == (0, 4) and got[0].fields["keypoints"].values.shape == (0, 13, 3)
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")

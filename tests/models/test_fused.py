@@ -1,7 +1,7 @@
-"""The towers' inference form (`detect.heads.fused`): BatchNorm folded, keypoint towers fused.
+"""The towers' inference form (`detect.heads.fused`): BatchNorm folded into the convolutions.
 
 The reference is the training form of the same module in eval mode (autograd on, which keeps the
-unfolded path): conv -> BatchNorm per level -> ReLU, each tower and predictor on its own.
+unfolded path): conv -> BatchNorm per level -> ReLU.
 """
 import warnings
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from detect.box_coder import BoxCoder
 from detect.heads import KeypointHead, Tower
-from detect.heads.fused import FoldCache, block_predictor, fold_layers, run_layers
+from detect.heads.fused import FoldCache, fold_layers, run_layers
 
 LEVELS = [(10, 12), (5, 6), (3, 3)]
 SIGMAS = (0.05,) * 5
@@ -68,9 +68,8 @@ def _with_training_batchnorm() -> Tower:
 @pytest.mark.parametrize("make", [lambda: randomise(Tower(16, 2, "none")),
                                   lambda: randomise(Tower(16, 2, "gn")),
                                   lambda: randomise(Tower(16, 0, "bn")),
-                                  lambda: randomise(Tower(16, 2, "bn", depthwise=True)),
                                   _with_training_batchnorm],
-                         ids=["none", "gn", "depth0", "depthwise", "bn-in-training"])
+                         ids=["none", "gn", "depth0", "bn-in-training"])
 def test_towers_with_nothing_to_fold_keep_the_training_form(make) -> None:
     tower = make()
     x = feats()
@@ -127,54 +126,38 @@ def test_fold_layers_by_hand() -> None:
     assert run_layers(torch.tensor([[[[-1.0, 0.5]]]]), [(weight, bias, groups)]).flatten().tolist() == [0.0, 5.0]
 
 
-def test_two_towers_run_as_one_grouped_tower_and_block_predictor() -> None:
-    towers = [randomise(Tower(8, 2, "bn", num_levels=3, in_channels=16)) for _ in range(2)]
-    preds = [randomise(nn.Conv2d(8, n, 3, padding=1)) for n in (5, 1)]
-    x = feats()[1]
-    weight, bias = block_predictor([(preds[0], 0), (preds[1], 1)], 2)
-    assert weight.shape == (6, 16, 3, 3)
-    assert (weight[:5, 8:] == 0).all() and (weight[5:, :8] == 0).all()
-    got = nn.functional.conv2d(run_layers(x, fold_layers(towers, 1)), weight, bias, padding=1)
-    want = torch.cat([p(t([x, x])[1]) for p, t in zip(preds, towers)], 1)
-    torch.testing.assert_close(got, want.detach(), atol=1e-5, rtol=1e-4)
-
-
-def keypoint_head(side: str, maps: bool, anchors: int = 1) -> KeypointHead:
+def keypoint_head(side: bool, maps: bool, anchors: int = 1) -> KeypointHead:
     tower = Tower(8, 2, "bn", num_levels=3, in_channels=16)
-    side_tower = Tower(8, 2, "bn", num_levels=3, in_channels=16) if side == "own" else None
     return randomise(KeypointHead(
-        8, anchors, 5, tower, BoxCoder(), SIGMAS, heatmap_groups=[0, 1, 1, 2, 2] if maps else None,
-        field_groups=[0, 1, 1, 2, 2] if maps else None,
-        handedness_pairs=PAIRS if side != "none" else (), side_tower=side_tower,
-        side_channels=16 if side == "cls" else None))
+        8, anchors, 5, tower, BoxCoder(), SIGMAS, field_groups=[0, 1, 1, 2, 2] if maps else None,
+        handedness_pairs=PAIRS if side else ()))
 
 
-@pytest.mark.parametrize("side,maps,anchors", [("own", True, 1), ("own", False, 3), ("cls", True, 1),
-                                               ("keypoints", True, 1), ("none", False, 1)])
+@pytest.mark.parametrize("side,maps,anchors", [(True, True, 1), (True, False, 3),
+                                               (False, False, 1)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_keypoint_head_inference_form_equals_training_form(side, maps, anchors,
                                                            channels_last) -> None:
     head = keypoint_head(side, maps, anchors)
     x = feats(channels_last=channels_last)
-    side_features = feats(channels_last=channels_last) if side == "cls" else None
-    got = inference_form(head, x, side_features=side_features)
-    assert head.fold_cache._entries  # the fused form ran
-    want = training_form(head, x, side_features=side_features)
+    got = inference_form(head, x)
+    assert head.tower.fold_cache._entries  # the folded form ran
+    want = training_form(head, x)
     assert got.shape == want.shape == (2, sum(h * w for h, w in LEVELS) * anchors, head.outputs_per_anchor)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_folded_weights_follow_changes_of_the_weights() -> None:
-    head = keypoint_head("own", True)
+    head = keypoint_head(True, True)
     x = feats()
     inference_form(head, x)  # builds the folded weights
-    other = keypoint_head("own", True)
+    other = keypoint_head(True, True)
     head.load_state_dict(other.state_dict())  # in place: the same tensors, new versions
     torch.testing.assert_close(inference_form(head, x), training_form(other, x), atol=1e-5, rtol=1e-4)
     with torch.no_grad():
-        head.side_tower.norms[1][0].running_mean.add_(1.0)  # a buffer, in place
+        head.tower.norms[1][0].running_mean.add_(1.0)  # a buffer, in place
     torch.testing.assert_close(inference_form(head, x), training_form(head, x), atol=1e-5, rtol=1e-4)
-    head.predictor.weight = nn.Parameter(torch.randn_like(head.predictor.weight))  # replaced
+    head.tower.convs[0].weight = nn.Parameter(torch.randn_like(head.tower.convs[0].weight))
     torch.testing.assert_close(inference_form(head, x), training_form(head, x), atol=1e-5, rtol=1e-4)
 
 
@@ -197,9 +180,8 @@ def test_fold_cache_rebuilds_only_on_change() -> None:
 
 
 def test_training_mode_and_autograd_keep_the_training_form() -> None:
-    head = keypoint_head("own", True).train()
+    head = keypoint_head(True, True).train()
     out = head(feats())
     out.sum().backward()  # gradients reach every tower parameter, BatchNorm in batch statistics
     assert head.tower.convs[0].weight.grad is not None
-    assert head.side_tower.convs[0].weight.grad is not None
     assert head.tower.norms[0][0].num_batches_tracked.item() == 1

@@ -4,10 +4,9 @@ import torch
 
 from detect.box_coder import BoxCoder
 from detect.config import ConfigError, load_config
-from detect.engine.trainer import _shared_parameters
 from detect.heads import BoxHead, ClassificationHead, KeypointHead, Tower
 from detect.heads.base import flatten_levels
-from detect.heads.keypoints import handedness, scale_grad, swap_pairs
+from detect.heads.keypoints import handedness, swap_pairs
 from detect.losses import COCO_PERSON_SIGMAS
 from detect.models.build import build_model
 from detect.models.detector import HeadOutputs
@@ -53,7 +52,7 @@ def tiny_model(num_keypoints=17, **over):
     args = ["model.backbone.name=resnet18", "model.neck.channels=32", "model.heads.tower_depth=1",
             "model.heads.norm=gn", "model.matcher.kind=atss", "model.anchors.sizes=[64,128,256,512,1024]",
             "model.anchors.ratios=[1.0]", "model.anchors.scales=[1.0]",
-            f"model.heads.num_keypoints={num_keypoints}", "model.backbone.frozen_stages=0"]
+            f"model.heads.keypoints.num_keypoints={num_keypoints}", "model.backbone.frozen_stages=0"]
     args += [f"model.{k}={v}" for k, v in over.items()]
     cfg = load_config(None, args)
     return build_model(cfg.model, 3, num_keypoints)
@@ -97,7 +96,7 @@ def test_forward_returns_the_same_type_in_train_and_eval_and_detect_shapes():
     assert isinstance(train_out, HeadOutputs) and isinstance(eval_out, HeadOutputs)
     assert {k: v.shape for k, v in train_out.preds.items()} == {k: v.shape for k, v in eval_out.preds.items()}
     dets = model.detect(eval_out, [(128, 96)] * 2)
-    assert len(dets) == 2 and dets[0].keypoints.shape[1:] == (17, 3)
+    assert len(dets) == 2 and dets[0].fields["keypoints"].shape[1:] == (17, 3)
     assert (dets[0].boxes[:, 2] <= 96).all()
 
 
@@ -105,23 +104,29 @@ def test_model_without_keypoints_has_no_keypoint_head():
     model = tiny_model(num_keypoints=0)
     assert set(model.heads) == {"cls", "box"}
     out = model(torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8))
-    assert model.detect(out, None)[0].keypoints is None
+    assert model.detect(out, None)[0].fields == {}
 
 
 @pytest.mark.parametrize("depth, expected", [(None, 2), (1, 1), (0, 0)])
 def test_keypoint_tower_depth_is_its_own_setting(depth, expected):
     over = {"heads.tower_depth": 2, "heads.norm": "bn"}
     if depth is not None:
-        over["heads.keypoint_tower_depth"] = depth
+        over["heads.keypoints.tower_depth"] = depth
     heads = tiny_model(**over).heads
     convs = {name: 0 if h.tower is None else len(h.tower.convs) for name, h in heads.items()}
     assert convs == {"cls": 2, "box": 2, "keypoints": expected}
 
 
+def test_every_head_has_its_own_tower_depth():
+    heads = tiny_model(**{"heads.tower_depth": 2, "heads.cls.tower_depth": 1,
+                          "heads.box.tower_depth": 0}).heads
+    convs = {name: 0 if h.tower is None else len(h.tower.convs) for name, h in heads.items()}
+    assert convs == {"cls": 1, "box": 0, "keypoints": 2}
+
+
 def test_keypoint_tower_can_be_narrower_than_the_features():
-    model = tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.keypoint_handedness": "true",
-                          "heads.keypoint_field": "true", "heads.tower_depth": 2,
-                          "heads.norm": "bn"})
+    model = tiny_model(**{"heads.keypoints.tower_channels": 8, "heads.keypoints.field": "true",
+                          "heads.tower_depth": 2, "heads.norm": "bn"})
     head = model.heads["keypoints"]
     assert [(c.in_channels, c.out_channels) for c in head.tower.convs] == [(32, 8), (8, 8)]
     assert all(n.num_features == 8 for level in head.tower.norms for n in level)
@@ -129,118 +134,15 @@ def test_keypoint_tower_can_be_narrower_than_the_features():
     out = model(torch.randint(0, 255, (1, 3, 256, 256), dtype=torch.uint8))  # BN: 2x2 on P7
     assert out.preds["keypoints"].shape[-1] == head.outputs_per_anchor == 17 * 3 + 2 * 17
     assert all(torch.isfinite(v).all() for v in model.losses(out, [empty_target()])["keypoints"].values())
-    with pytest.raises(ConfigError, match="keypoint_tower_channels needs .* also set "
-                       "model.heads.keypoint_tower_channels=null$"):
-        tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.share_tower": "true"})
-    with pytest.raises(ConfigError, match="keypoint_tower_depth needs .* also set "
-                       "model.heads.keypoint_tower_depth=null$"):
-        tiny_model(**{"heads.keypoint_tower_depth": 1, "heads.share_tower": "true"})
-    with pytest.raises(ConfigError, match="depth 0 .* no width .* also set "
-                       "model.heads.keypoint_tower_channels=null$"):
-        tiny_model(**{"heads.keypoint_tower_channels": 8, "heads.keypoint_tower_depth": 0})
-    for bad in ({"heads.keypoint_tower_depth": -1}, {"heads.keypoint_tower_channels": 0},
+    with pytest.raises(ConfigError, match="keypoints.tower_channels needs a tower"):
+        tiny_model(**{"heads.keypoints.tower_channels": 8, "heads.keypoints.tower_depth": 0})
+    for bad in ({"heads.keypoints.tower_depth": -1}, {"heads.cls.tower_depth": -1},
                 {"heads.tower_depth": -2}):
         with pytest.raises(ConfigError, match="must be >= 0"):
             tiny_model(**bad)
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        tiny_model(**{"heads.keypoints.tower_channels": 0})
 
-
-
-def test_scale_grad_by_hand():
-    x = torch.tensor([1.0, -2.0], requires_grad=True)
-    y = scale_grad(x, 0.25)
-    torch.testing.assert_close(y, x.detach())  # the forward pass is untouched
-    (3 * y).sum().backward()
-    torch.testing.assert_close(x.grad, torch.tensor([0.75, 0.75]))
-
-
-def side_model(**over):
-    """The tiny model with handedness on its 8 COCO left/right pairs, and ``over``."""
-    args = ["model.backbone.name=resnet18", "model.neck.channels=32", "model.heads.tower_depth=1",
-            "model.heads.norm=gn", "model.matcher.kind=atss",
-            "model.anchors.sizes=[64,128,256,512,1024]", "model.anchors.ratios=[1.0]",
-            "model.anchors.scales=[1.0]", "model.backbone.frozen_stages=0",
-            "model.heads.keypoint_handedness=true"] + [f"model.{k}={v}" for k, v in over.items()]
-    pairs = tuple((i, i + 1) for i in range(1, 17, 2))
-    return build_model(load_config(None, args).model, 3, 17, flip_pairs=pairs)
-
-
-def test_handedness_logit_from_the_classification_tower():
-    """keypoint_side_tower=cls: the handedness logit is a 3x3 predictor of the keypoint head on
-    the classification tower's output (computed once, shared with the classification
-    predictor); the keypoint head's own predictor has 3K outputs; the layout of the keypoint
-    prediction, and so decoding and export, are those of the default."""
-    torch.manual_seed(0)
-    model = side_model(**{"heads.keypoint_side_tower": "cls", "heads.keypoint_field": "true",
-                          "heads.keypoint_tower_channels": 8})
-    default = side_model(**{"heads.keypoint_field": "true"})
-    head, cls = model.heads["keypoints"], model.heads["cls"]
-    assert head.predictor.out_channels == 3 * 17 and head.side_predictor.in_channels == 32
-    assert head.outputs_per_anchor == default.heads["keypoints"].outputs_per_anchor
-    x = torch.randint(0, 255, (1, 3, 128, 128), dtype=torch.uint8)
-    out = model(x)
-    feats = model.features(x)
-    torch.testing.assert_close(out.preds["cls"], cls(feats))  # unchanged by the sharing
-    side = flatten_levels([head.side_predictor(f) for f in cls.tower(feats)], 1)  # [B, A, 1]
-    torch.testing.assert_close(out.preds["keypoints"][..., 51:52], side)
-    torch.testing.assert_close(out.preds["keypoints"][..., :51],
-                               flatten_levels([head.predictor(f) for f in head.tower(feats)], 51))
-    assert out.preds["keypoints"].shape == default(x).preds["keypoints"].shape
-    # the classification tower now serves two heads: PCGrad and the diagnostics see it as shared
-    shared = {id(p) for p in _shared_parameters(model)}
-    assert all(id(p) in shared for p in cls.tower.parameters())
-    assert not any(id(p) in {id(q) for q in _shared_parameters(default)}
-                   for p in default.heads["cls"].tower.parameters())
-    with pytest.raises(ValueError, match="side_features"):
-        head(feats)
-
-    def tower_grad(side_grad: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients of the handedness logits' sum: the classification tower's first
-        convolution, the side predictor."""
-        model.zero_grad()
-        head.side_grad = side_grad
-        model(x).preds["keypoints"][..., 51].sum().backward()
-        return cls.tower.convs[0].weight.grad.clone(), head.side_predictor.weight.grad.clone()
-
-    full, pred_full = tower_grad(1.0)
-    quarter, pred_quarter = tower_grad(0.25)
-    assert full.abs().sum() > 0
-    torch.testing.assert_close(quarter, 0.25 * full)  # keypoint_side_grad scales the tower's
-    torch.testing.assert_close(pred_quarter, pred_full)  # not the predictor's own
-    assert tower_grad(0.0)[0].abs().sum() == 0
-
-
-def test_handedness_logit_from_a_second_keypoint_tower():
-    """keypoint_side_tower=own: a second tower of the keypoint tower's depth and width, read by
-    the handedness predictor only; the first tower feeds the positions."""
-    torch.manual_seed(0)
-    model = side_model(**{"heads.keypoint_side_tower": "own", "heads.keypoint_tower_channels": 8})
-    head = model.heads["keypoints"]
-    assert [(c.in_channels, c.out_channels) for c in head.side_tower.convs] == [(32, 8)]
-    assert head.side_predictor.in_channels == 8 and head.predictor.out_channels == 3 * 17
-    x = torch.randint(0, 255, (1, 3, 128, 128), dtype=torch.uint8)
-    pred = model(x).preds["keypoints"]
-    feats = model.features(x)
-    side = flatten_levels([head.side_predictor(f) for f in head.side_tower(feats)], 1)
-    torch.testing.assert_close(pred[..., 51:52], side)
-    pred[..., 51].sum().backward()  # the handedness logit trains the second tower, not the first
-    assert head.side_tower.convs[0].weight.grad.abs().sum() > 0
-    assert not head.tower.convs[0].weight.grad.any()  # zeros: in the graph, through the cat
-
-
-def test_side_tower_settings_are_checked():
-    plain = tiny_model(**{"heads.keypoint_side_tower": "own",
-                          "heads.keypoint_tower_depth": 0}).heads["keypoints"]
-    assert plain.side_tower is plain.side_predictor is None  # no handedness: nothing to read
-    for bad in (-0.5, 1.5, "nan"):
-        with pytest.raises(ConfigError, match="keypoint_side_grad must be between 0 and 1"):
-            side_model(**{"heads.keypoint_side_grad": bad, "heads.keypoint_side_tower": "cls"})
-    with pytest.raises(ConfigError, match="it needs keypoint_side_tower cls"):
-        side_model(**{"heads.keypoint_side_grad": 0.5, "heads.keypoint_side_tower": "own"})
-    with pytest.raises(ConfigError, match="keypoint_side_tower"):
-        side_model(**{"heads.keypoint_side_tower": "box"})
-    for bad in ({"heads.keypoint_tower_depth": 0}, {"heads.share_tower": "true"}):
-        with pytest.raises(ConfigError, match="also set model.heads.keypoint_side_tower=keypoints$"):
-            side_model(**{"heads.keypoint_side_tower": "own", **bad})
 
 def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
     torch.manual_seed(0)
@@ -254,11 +156,12 @@ def test_detect_decodes_lazily_with_the_same_result_as_decoding_every_anchor():
     boxes = model.heads["box"].decode(out.preds["box"], anchors)  # [B, A, 4]
     kpts = model.heads["keypoints"].decode(out.preds["keypoints"], anchors)  # [B, A, K, 3]
     expected = postprocess(scores, boxes, model.anchor_generator.num_anchors_per_level(
-        out.feature_sizes), kpts, sizes)
+        out.feature_sizes), {"keypoints": kpts}, sizes)
     for lazy, eager in zip(model.detect(out, sizes), expected, strict=True):
         assert len(lazy) > 10
-        for field in ("boxes", "scores", "labels", "keypoints"):
+        for field in ("boxes", "scores", "labels"):
             assert torch.equal(getattr(lazy, field), getattr(eager, field)), field
+        assert torch.equal(lazy.fields["keypoints"], eager.fields["keypoints"])
 
 
 def test_detect_without_detections_gives_empty_keypoints():
@@ -267,8 +170,8 @@ def test_detect_without_detections_gives_empty_keypoints():
         model.heads["cls"].predictor.bias.fill_(-20.0)  # no score above the threshold
         out = model(torch.randint(0, 255, (2, 3, 128, 96), dtype=torch.uint8))
     for det in model.detect(out, [(128, 96)] * 2):
-        assert len(det) == 0 and det.keypoints.shape == (0, 17, 3)
-        assert det.keypoints.dtype == torch.float32
+        assert len(det) == 0 and det.fields["keypoints"].shape == (0, 17, 3)
+        assert det.fields["keypoints"].dtype == torch.float32
 
 
 def test_memory_format_is_a_config_choice_with_equal_outputs():
@@ -299,11 +202,12 @@ def test_keypoints_decode_relative_to_their_anchor():
 def _one_positive(keypoints: torch.Tensor, anchor: torch.Tensor) -> Matches:
     """One image, one anchor matched to one 100 x 50 object (area 5000) with ``keypoints``
     [1, K, 3]."""
-    return Matches(anchors=anchor, matched=torch.zeros(1, 1, dtype=torch.int64),
-                   boxes=torch.tensor([[[0.0, 0.0, 100.0, 50.0]]]),
-                   labels=torch.zeros(1, 1, dtype=torch.int64), keypoints=keypoints[None],
-                   areas=torch.tensor([[5000.0]]), num_positive=torch.tensor(1.0),
-                   num_keypoint_positive=torch.tensor(1.0))
+    box = torch.tensor([[0.0, 0.0, 100.0, 50.0]])
+    target = Target(box, torch.zeros(1, dtype=torch.int64), keypoints,
+                    areas=torch.tensor([5000.0]))
+    return Matches(anchors=anchor, matched=torch.zeros(1, 1, dtype=torch.int64), boxes=box[None],
+                   labels=torch.zeros(1, 1, dtype=torch.int64), areas=torch.tensor([[5000.0]]),
+                   num_positive=torch.tensor(1.0), num_anchors_per_level=(1,), targets=[target])
 
 
 def test_keypoint_loss_is_zero_for_a_perfect_prediction():
@@ -350,7 +254,7 @@ def test_handedness_head_learns_image_order_and_decodes_back():
         assert losses["loss_kpt_side"].item() == pytest.approx(side_loss, abs=1e-6)
         decoded = head.decode(pred, anchor)[0]
         torch.testing.assert_close(decoded[:, :2], person[0, :, :2] if side > 0 else xy[0])
-    head.side_weight = 2.0  # model.heads.keypoint_side_weight scales the handedness term only
+    head.side_weight = 2.0  # model.heads.keypoints.side_weight scales the handedness term only
     doubled = head.loss(pred[None], _one_positive(person, anchor))
     assert doubled["loss_kpt_side"].item() == pytest.approx(2 * losses["loss_kpt_side"].item())
     assert doubled["loss_kpt"].item() == pytest.approx(losses["loss_kpt"].item())

@@ -7,6 +7,7 @@ from detect.box_coder import BoxCoder
 from detect.heads import KeypointHead
 from detect.heads.keypoint_field import (FIELD_RADIUS, field_targets, refine_with_field,
                                          type_members)
+from detect.heads.base import Selected
 from detect.structures import Matches, Target
 
 H, W, S = 6, 8, 8.0
@@ -84,17 +85,16 @@ def _finest_level_match(kpts: torch.Tensor) -> Matches:
     matched = torch.full((1, a), -1)
     matched[0, 2 * W + 3] = 0
     m = Matches(anchors, matched, torch.zeros(1, a, 4), torch.full((1, a), -1),
-                torch.zeros(1, a, k, 3), torch.ones(1, a), torch.tensor(1.0), torch.tensor(1.0),
-                torch.tensor(float(k)), num_anchors_per_level=(H * W, 12), targets=[target])
+                torch.ones(1, a), torch.tensor(1.0), num_anchors_per_level=(H * W, 12),
+                targets=[target])
     m.boxes[0, 2 * W + 3] = target.boxes[0]
-    m.keypoints[0, 2 * W + 3] = kpts[0]
     return m
 
 
 def test_head_field_loss_is_the_mean_l1_of_the_reachable_cells_on_the_finest_level() -> None:
     head = KeypointHead(8, 1, 3, None, BoxCoder(), (0.05, 0.05, 0.05), field_groups=[0, 1, 1],
                         field_weight=0.5)
-    assert head.outputs_per_anchor == 3 * 3 + 4 and head.num_fields == 2 and head.refines
+    assert head.outputs_per_anchor == 3 * 3 + 4 and head.num_fields == 2
     pred = head([torch.randn(1, 8, h, w) for h, w in LEVELS]).detach().requires_grad_()
     assert head.predictor.out_channels == 3 * 3 and head.map_predictor.out_channels == 4
     assert (pred[0, H * W:, 9:] == 0).all()  # fields are predicted on the finest level only
@@ -133,9 +133,15 @@ def test_with_handedness_fields_are_per_keypoint_in_image_order_and_refined_befo
     raw = torch.cat([offsets_in_anchor_sizes.flatten(), torch.full((3,), 20.0),
                      torch.tensor([20.0])])  # confident visibility, positive handedness
     torch.testing.assert_close(head.coder.decode_points(raw[:6].view(1, 3, 2), anchor[0])[0], near)
-    maps = torch.cat([torch.zeros(H * W, 0), offsets.flatten(1)], -1)[None]  # [1, H*W, 6]
-    out = head.decode(raw.view(1, 1, -1), anchor, maps, (H, W), S)[0, 0]
+    pred = torch.zeros(1, H * W + 12, 10 + 6)  # every anchor: the regression, then the fields
+    pred[0, : H * W, 10:] = offsets.flatten(1)  # the perfect field, on the finest level
+    pred[0, 2 * W + 3, :10] = raw  # the detection's anchor
+    sel = Selected(torch.tensor([[2 * W + 3]]), anchor, torch.zeros(1, 1, 4),
+                   torch.zeros(1, 1, dtype=torch.int64), LEVELS, [S, 2 * S], [H * W, 12])
+    out = head.decode_detections(pred, None, sel)[0, 0]
     torch.testing.assert_close(out[:, :2], person[0, :, :2])
+    unrefined = head.decode(raw, anchor[0, 0])  # the regression alone, swapped back
+    torch.testing.assert_close(unrefined[:, :2], near[[0, 2, 1]])
 
 
 def test_a_field_with_several_anchors_per_location_is_a_config_error() -> None:
@@ -143,7 +149,7 @@ def test_a_field_with_several_anchors_per_location_is_a_config_error() -> None:
     from detect.models.build import build_model
 
     cfg = load_config("configs/retinanet_r50_fpn_coco.yaml",
-                      ["model.heads.keypoint_field=true", "model.backbone.weights=null"])
-    with pytest.raises(ConfigError, match=r"model.heads.keypoint_field needs one anchor per "
+                      ["model.heads.keypoints.field=true", "model.backbone.weights=null"])
+    with pytest.raises(ConfigError, match=r"model.heads.keypoints.field needs one anchor per "
                                           r"location .* not 9"):
         build_model(cfg.model, 3, 17)  # COCO keypoints: their sigmas are known

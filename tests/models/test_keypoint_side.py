@@ -124,8 +124,8 @@ def crop_model():
             "model.heads.norm=gn", "model.matcher.kind=atss", "model.anchors.ratios=[1.0]",
             "model.anchors.scales=[1.0]", "model.backbone.frozen_stages=0",
             "model.anchors.sizes=[32,64,128,256,512]",
-            "model.heads.keypoint_handedness=true", "model.heads.keypoint_side_tower=crop",
-            "model.heads.num_keypoints=3", "model.heads.keypoint_sigmas=[0.05,0.05,0.05]"]
+            "model.heads.keypoints.handedness=crop",
+            "model.heads.keypoints.num_keypoints=3", "model.heads.keypoints.sigmas=[0.05,0.05,0.05]"]
     return build_model(load_config(None, args).model, 2, 3, flip_pairs=((1, 2),))
 
 
@@ -137,7 +137,7 @@ def test_detector_trains_the_crop_classifier_on_c4_alone_and_swaps_by_it():
     assert head.side_crop.reduce.in_channels == 256 and head.side_crop.stride == 16  # R18's C4
     images = torch.randint(0, 255, (2, 3, 128, 128), dtype=torch.uint8)
     out = model(images)
-    assert out.crop_features.shape == (2, 256, 8, 8)
+    assert out.maps["keypoints"].shape == (2, 256, 8, 8)  # the head's extra map: C4
     targets = [_target([([10, 10, 70, 100], True)]), _target([([40, 20, 120, 110], False)])]
     side = model.losses(out, targets)["keypoints"]["loss_kpt_side"]
     side.backward()
@@ -156,31 +156,30 @@ def test_detector_trains_the_crop_classifier_on_c4_alone_and_swaps_by_it():
             dets = model.detect(out, None, every)
             for d, p in zip(dets, plain):
                 assert len(d) > 0
-                want = p.keypoints[:, [0, 2, 1]] if sign > 0 else p.keypoints
-                torch.testing.assert_close(d.keypoints, want)
+                want = p.fields["keypoints"][:, [0, 2, 1]] if sign > 0 else p.fields["keypoints"]
+                torch.testing.assert_close(d.fields["keypoints"], want)
 
 
 def test_crop_term_cannot_be_balanced_apart():
     with pytest.raises(ConfigError, match="drop it from train.balance_apart"):
-        load_config(None, ["model.heads.keypoint_handedness=true",
-                           "model.heads.keypoint_side_tower=crop",
+        load_config(None, ["model.heads.keypoints.handedness=crop",
                            "train.balance_apart=[loss_kpt_side]"])
 
 
 def test_crop_classifier_has_an_optimiser_group_of_its_own():
-    from detect.engine.trainer import _build_optimizer
+    from detect.engine.optim import build_optimizer
     cfg = load_config(None, ["train.optimizer=adamw", "train.lr=0.002",
-                             "model.heads.keypoint_crop_lr=5"])
+                             "model.heads.keypoints.crop_lr=5"])
     model = crop_model()
-    groups = _build_optimizer(cfg, model).param_groups
+    groups = build_optimizer(cfg.train, model).param_groups
     own = {id(p) for p in model.heads["keypoints"].side_crop.parameters()}
     assert len(own) == 4 and model.heads["keypoints"].own_terms == ("loss_kpt_side",)
     crop = [g for g in groups if {id(p) for p in g["params"]} == own]
     assert len(crop) == 1 and crop[0]["lr"] == pytest.approx(0.01) and crop[0]["weight_decay"] == 0
     others = [id(p) for g in groups if g is not crop[0] for p in g["params"]]
     assert not own & set(others) and len(others) + 4 == sum(1 for _ in model.parameters())
-    with pytest.raises(ConfigError, match="keypoint_crop_lr must be a positive number"):
-        load_config(None, ["model.heads.keypoint_crop_lr=0"])
+    with pytest.raises(ConfigError, match="keypoints.crop_lr must be a positive number"):
+        load_config(None, ["model.heads.keypoints.crop_lr=0"])
 
 
 def test_the_crop_classifier_changes_nothing_else_in_training(tiny_overrides, tmp_path):
@@ -191,7 +190,7 @@ def test_the_crop_classifier_changes_nothing_else_in_training(tiny_overrides, tm
     cfg = load_config("configs/demo.yaml", tiny_overrides + [
         "train.max_steps=2", "train.batch_size=4", "train.ema=false", "train.eval_every=0",
         "train.grad_clip=0.5"])
-    assert cfg.model.heads.keypoint_side_tower == "crop" and cfg.train.balancing == "loss_norm"
+    assert cfg.model.heads.keypoints.handedness == "crop" and cfg.train.balancing == "loss_norm"
 
     def train(with_term: bool, out) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)

@@ -34,10 +34,10 @@ def test_tiny_model_fits_boxes_and_keypoints(tiny_overrides):
         opt.step()
     params = cfg.postprocess
     metrics, preds = evaluate_model(model, loader, ds.ann.gt, ds.ann.categories, params,
-                                torch.device("cpu"), cfg.model.heads.keypoint_sigmas)
+                                torch.device("cpu"), cfg.model.heads.keypoints.sigmas)
     assert metrics["bbox"]["AP50"] > 0.7, metrics["bbox"]
     assert metrics["keypoints"]["AP50"] > 0.5, metrics["keypoints"]
     # the same detections with the training set's mean pose: the floor the head must clear
     floor = add_mean_pose(metrics, ds.ann.gt, preds, mean_pose(ds.ann.gt),
-                          kpt_sigmas=cfg.model.heads.keypoint_sigmas)
+                          kpt_sigmas=cfg.model.heads.keypoints.sigmas)
     assert floor["keypoint_margin"]["AP"] > 0.5, (metrics["keypoints"], floor["keypoints_mean_pose"])

@@ -61,8 +61,8 @@ def overrides(tiny_model: list[str], data: dict[str, Path], *extra: str,
     return [f"data.train.images={data['images']}",
             f"data.train.annotations=[{data['annotations']}]",
             f"data.val.images={val['images']}", f"data.val.annotations={val_ann}",
-            f"data.image_size={SIZE}", "model.heads.num_keypoints=2",
-            "model.heads.keypoint_sigmas=[0.05,0.05]", "train.eval_every=0",
+            f"data.image_size={SIZE}", "model.heads.keypoints.num_keypoints=2",
+            "model.heads.keypoints.sigmas=[0.05,0.05]", "train.eval_every=0",
             "train.batch_size=2", "train.max_steps=1", *tiny_model, *extra]
 
 
