@@ -79,7 +79,7 @@ class ExportedDetector:
     @classmethod
     def from_torchscript(cls, path: str | Path,
                          device: str | torch.device = "cpu") -> "ExportedDetector":
-        from detect.export.torchscript import load_torchscript
+        from detect.export.archive import load_torchscript
 
         _require_file(path)
         try:
