@@ -18,9 +18,9 @@ from detect.config import ConfigError, PostprocessConfig
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import ImageInput, load_image
 from detect.data.transforms import Sample, letterbox_image
-from detect.engine.checkpoint import CheckpointError
 from detect.export.metadata import ExportMeta
 from detect.prediction import Prediction, mask_keypoints
+from detect.tensor_files import CheckpointError
 from detect.video import predict_video
 
 RunGraph = Callable[[np.ndarray], dict[str, np.ndarray]]
