@@ -11,12 +11,13 @@ from detect.config import Config, keypoint_sigmas, load_config, model_keypoints,
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import ImageInput, load_image
 from detect.data.transforms import Sample, letterbox_image
-from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, stored_config
+from detect.engine.checkpoint import load_checkpoint, load_weights, stored_config
 from detect.models.build import HeadFactory, build_model
 from detect.models.detector import HeadOutputs, MultiHeadDetector
 from detect.models.frozen import FrozenForward
 from detect.prediction import Prediction, masked_field
 from detect.structures import Detections
+from detect.tensor_files import CheckpointError
 from detect.video import predict_video
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ TINY_MODEL = [
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory) -> Path:
     """8 train + 4 val synthetic images at 128 px."""
-    from detect.data.synthetic import generate
+    from detect.data.synthetic.write import generate
 
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, 8, 4, size=128, seed=3)

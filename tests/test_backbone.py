@@ -13,14 +13,11 @@ from timm.layers import FrozenBatchNormAct2d
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from detect.models.backbone import (
-    EfficientNetLite0Backbone,
-    ResNetBackbone,
-    build_backbone,
-    efficientnet_lite0_weights_path,
-    freeze_stages,
-    load_backbone_weights,
-)
+from detect.models.backbone import build_backbone, efficientnet_lite0_weights_path
+from detect.models.backbones.efficientnet_lite0 import EfficientNetLite0Backbone
+from detect.models.backbones.freezing import freeze_stages
+from detect.models.backbones.resnet import ResNetBackbone
+from detect.models.backbones.weights import load_backbone_weights
 
 NAMES = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "efficientnet_lite0"]
 CHANNELS = {

@@ -75,7 +75,7 @@ def _resolved(names: tuple[str, ...], *overrides: str):
 
 
 def test_keypoint_settings_follow_the_data() -> None:
-    from detect.data.synthetic import KEYPOINT_NAMES
+    from detect.data.synthetic.categories import KEYPOINT_NAMES
     from detect.losses import COCO_PERSON_KEYPOINTS, COCO_PERSON_SIGMAS
     demo = _resolved(KEYPOINT_NAMES)  # 13 keypoints, the demo config's sigmas
     assert demo.model.heads.keypoints.num_keypoints == 13 and len(demo.model.heads.keypoints.sigmas) == 13

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from detect.data.synthetic import generate
+from detect.data.synthetic.write import generate
 
 
 def main(argv: list[str] | None = None) -> None:

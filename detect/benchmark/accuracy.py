@@ -25,7 +25,7 @@ from detect.balancing import build_balancer, head_totals
 from detect.benchmark.common import Options, Row, setup
 from detect.config import Config, keypoint_sigmas, load_config, model_keypoints, resolve_keypoints
 from detect.data.build import EpochSampler, build_dataset, build_loader
-from detect.data.synthetic import generate
+from detect.data.synthetic.write import generate
 from detect.engine.inference import detections_to_coco, evaluate_model
 from detect.evaluation import evaluate
 from detect.models.build import build_model

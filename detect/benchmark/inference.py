@@ -11,7 +11,7 @@ import torchvision
 from detect.benchmark import peers
 from detect.benchmark.common import Options, Row, setup, speed_row, time_interleaved
 from detect.data.annotations import flip_pairs_from_names
-from detect.data.synthetic import KEYPOINT_NAMES
+from detect.data.synthetic.categories import KEYPOINT_NAMES
 
 RETINANET = "configs/retinanet_r50_fpn_coco.yaml"
 LIGHT = "configs/light_lite0_coco.yaml"

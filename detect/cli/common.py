@@ -8,7 +8,7 @@ from typing import Callable
 from detect.config import ConfigError
 from detect.data.annotations import DatasetError
 from detect.data.image_io import ImageError
-from detect.engine.checkpoint import CheckpointError
+from detect.tensor_files import CheckpointError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, ImageError,
                                                 CheckpointError)

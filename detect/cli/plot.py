@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 HEAD_OF_LOSS = {"loss_cls": "cls", "loss_box": "box", "loss_box_l1": "box", "loss_kpt": "keypoints",
                 "loss_kpt_l1": "keypoints", "loss_kpt_vis": "keypoints"}
@@ -45,6 +50,7 @@ def _nested_series(rows: list[dict], key: str) -> dict[str, tuple[list[int], lis
 
 
 def plot_run(run: Path) -> list[Path]:
+    """Writes into ``run/plots/`` each chart its metrics hold data for; returns the files."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -53,53 +59,83 @@ def plot_run(run: Path) -> list[Path]:
     out = run / "plots"
     out.mkdir(exist_ok=True)
     written = []
-
-    def save(fig, name: str) -> None:
+    for name, fig in _charts(rows):
         fig.tight_layout()
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
         written.append(out / name)
+    return written
 
-    loss_keys = sorted({k for r in rows for k in r if k.startswith("loss_")})
-    if loss_keys:
-        heads = sorted({HEAD_OF_LOSS.get(k, k) for k in loss_keys})
-        fig, axes = plt.subplots(1, len(heads), figsize=(4.5 * len(heads), 3.5), squeeze=False)
-        for ax, head in zip(axes[0], heads):
-            for k in loss_keys:
-                if HEAD_OF_LOSS.get(k, k) == head:
-                    ax.plot(*_series(rows, k), label=k)
-            ax.set_title(head)
-            ax.set_xlabel("step")
-            ax.legend()
-        save(fig, "losses.png")
+
+def _charts(rows: list[dict]) -> Iterator[tuple[str, Figure]]:
+    """(file name, figure) of each chart with data, one at a time (each is saved and closed
+    before the next is drawn)."""
+    if (fig := _losses_chart(rows)) is not None:
+        yield "losses.png", fig
     for key, name, title in (("balance_weights", "balance_weights.png", "effective loss weight"),
                              ("grad_cosine", "grad_cosine.png", "gradient cosine (shared params)")):
-        series = _nested_series(rows, key)
-        if series:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-            for label, (xs, ys) in series.items():
-                ax.plot(xs, ys, label=label, marker="." if len(xs) < 50 else None)
-            if key == "grad_cosine":
-                ax.axhline(0.0, color="grey", lw=0.8)
-            ax.set_title(title)
-            ax.set_xlabel("step")
-            ax.legend()
-            save(fig, name)
+        if (fig := _nested_chart(rows, key, title)) is not None:
+            yield name, fig
+    if (fig := _pr_chart(rows)) is not None:
+        yield "pr_curves.png", fig
+
+
+def _losses_chart(rows: list[dict]) -> Figure | None:
+    """Every ``loss_*`` term over the steps, one panel per head."""
+    import matplotlib.pyplot as plt
+
+    loss_keys = sorted({k for r in rows for k in r if k.startswith("loss_")})
+    if not loss_keys:
+        return None
+    heads = sorted({HEAD_OF_LOSS.get(k, k) for k in loss_keys})
+    fig, axes = plt.subplots(1, len(heads), figsize=(4.5 * len(heads), 3.5), squeeze=False)
+    for ax, head in zip(axes[0], heads):
+        for k in loss_keys:
+            if HEAD_OF_LOSS.get(k, k) == head:
+                ax.plot(*_series(rows, k), label=k)
+        ax.set_title(head)
+        ax.set_xlabel("step")
+        ax.legend()
+    return fig
+
+
+def _nested_chart(rows: list[dict], key: str, title: str) -> Figure | None:
+    """One line per name of the ``key`` dicts (per-head weights, head-pair cosines)."""
+    import matplotlib.pyplot as plt
+
+    series = _nested_series(rows, key)
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, label=label, marker="." if len(xs) < 50 else None)
+    if key == "grad_cosine":
+        ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.legend()
+    return fig
+
+
+def _pr_chart(rows: list[dict]) -> Figure | None:
+    """Precision-recall at IoU/OKS 0.5 of the last evaluation, one curve per head."""
+    import matplotlib.pyplot as plt
+
     evals = [r["eval"] for r in rows if "eval" in r]
     curves = {h: m["pr_curve"] for h, m in (evals[-1] if evals else {}).items()
               if isinstance(m, dict) and "pr_curve" in m}
-    if curves:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for head, c in curves.items():
-            ax.plot(c["recall"], c["precision"], label=f"{head} (IoU/OKS 0.5)")
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_title("last evaluation")
-        ax.legend()
-        save(fig, "pr_curves.png")
-    return written
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for head, c in curves.items():
+        ax.plot(c["recall"], c["precision"], label=f"{head} (IoU/OKS 0.5)")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("last evaluation")
+    ax.legend()
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

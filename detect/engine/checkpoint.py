@@ -1,14 +1,13 @@
 """Checkpoints: written atomically, read without unpickling code.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads with
-``torch.load(weights_only=True)``; a file carrying a pickled object is refused, never executed.
+``torch.load(weights_only=True)`` (`detect.tensor_files`); a file carrying a pickled object is refused, never executed.
 `stored_config` checks the entries besides weights (``config``, ``categories``, ``keypoints``);
 weights that do not fit the model they are loaded into are a one-line error naming the first
 tensors (`load_weights`).
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -17,42 +16,11 @@ from torch import Tensor, nn
 
 from detect.config import Config, ConfigError, config_from_dict
 from detect.io import atomic_write_bytes
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message is one line naming the file."""
+from detect.tensor_files import CheckpointError, load_tensor_file
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     atomic_write_bytes(path, lambda f: torch.save(state, f))
-
-
-def load_tensor_file(path: str | Path, what: str = "checkpoint",
-                     map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``; any failure is a one-line `CheckpointError`
-    naming the file (``what`` says what it should be)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: {what} not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = _unpickler_reason(str(e))
-        if "global" not in reason.lower():  # not an object we refused: not a pickle at all
-            raise CheckpointError(f"{path}: not a readable {what} ({reason[:160]})") from None
-        raise CheckpointError(f"{path}: refused: the file holds pickled objects that are not "
-                              f"plain tensors/containers ({reason[:160]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a readable {what} ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
-
-
-def _unpickler_reason(message: str) -> str:
-    """The one line of torch's ``weights_only`` refusal that says why ("Unsupported global: ...",
-    "Unsupported operand 110")."""
-    detail = message.partition("WeightsUnpickler error:")[2] or message
-    lines = [x.strip() for x in detail.splitlines() if x.strip()]
-    return lines[0] if lines else "unsafe content"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

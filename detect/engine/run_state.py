@@ -12,7 +12,8 @@ import torch
 
 from detect.config import Config, config_to_dict, keypoint_sigmas, model_keypoints
 from detect.data.annotations import CategoryMap, KeypointMeta
-from detect.engine.checkpoint import CheckpointError, stored_config
+from detect.engine.checkpoint import stored_config
+from detect.tensor_files import CheckpointError
 
 
 def checkpoint_meta(cfg: Config, categories: CategoryMap, kmeta: KeypointMeta | None) -> dict:

@@ -22,7 +22,7 @@ from detect.balancing import (build_balancer, group_losses, group_mismatch, head
 from detect.config import Config, model_keypoints, resolve_keypoints, save_config
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.distributed import cleanup_distributed, init_distributed, local_rank
-from detect.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from detect.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from detect.engine.ema import ModelEMA
 from detect.engine.grad_diagnostics import ConflictSummary, format_conflicts, head_gradient_stats
 from detect.engine.inference import evaluate_model
@@ -36,6 +36,7 @@ from detect.evaluation import format_table
 from detect.models.build import HeadFactory, build_model
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Batch
+from detect.tensor_files import CheckpointError
 
 
 class TrainingError(RuntimeError):

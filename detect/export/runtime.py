@@ -18,10 +18,10 @@ from detect.config import ConfigError, PostprocessConfig
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import ImageInput, load_image
 from detect.data.transforms import Sample, letterbox_image
-from detect.engine.checkpoint import CheckpointError
 from detect.export.metadata import ExportMeta
 from detect.prediction import Prediction, masked_field
 from detect.structures import field_to_original
+from detect.tensor_files import CheckpointError
 from detect.video import predict_video
 
 RunGraph = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -79,7 +79,7 @@ class ExportedDetector:
     @classmethod
     def from_torchscript(cls, path: str | Path,
                          device: str | torch.device = "cpu") -> "ExportedDetector":
-        from detect.export.torchscript import load_torchscript
+        from detect.export.archive import load_torchscript
 
         _require_file(path)
         try:

@@ -1,10 +1,6 @@
 """Export a `Detector` to TorchScript: the same `ExportGraph` as ONNX, traced, with NMS as a
 scripted ``torchvision.ops.batched_nms`` loop (so any batch size works). `ExportMeta` is stored in
-the archive as ``metadata.json``::
-
-    files = {"metadata.json": ""}
-    module = torch.jit.load(path, _extra_files=files)
-    boxes, scores, labels, num_detections, keypoints = module(images)   # keypoints if K > 0
+the archive as ``metadata.json``; `detect.export.archive` reads both back.
 """
 from __future__ import annotations
 
@@ -17,13 +13,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from detect.io import atomic_write_bytes
+from detect.export.archive import METADATA_FILE
 from detect.export.build import InputDtype, build_graph, build_meta, example_input
 from detect.export.metadata import ExportMeta
 
 if TYPE_CHECKING:
     from detect.api import Detector
-
-METADATA_FILE = "metadata.json"
 
 
 def export_torchscript(det: "Detector", path: str | Path, image_size: int | None = None,
@@ -39,15 +34,3 @@ def export_torchscript(det: "Detector", path: str | Path, image_size: int | None
                                  check_trace=False)
         atomic_write_bytes(path, lambda f: torch.jit.save(traced, f, _extra_files=extra))
     return meta
-
-
-def load_torchscript(path: str | Path, device: str | torch.device = "cpu"
-                     ) -> tuple[torch.jit.ScriptModule, ExportMeta]:
-    """The module and its metadata; raises ValueError naming ``path`` without detect metadata."""
-    files = {METADATA_FILE: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
-        module = torch.jit.load(str(path), map_location=device, _extra_files=files)
-    if not files[METADATA_FILE]:
-        raise ValueError(f"{path}: no detect export metadata ({METADATA_FILE})")
-    return module.eval(), ExportMeta.from_dict(json.loads(files[METADATA_FILE]), str(path))

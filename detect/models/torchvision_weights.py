@@ -33,7 +33,7 @@ from torchvision.models.detection import (KeypointRCNN_ResNet50_FPN_Weights,
                                           retinanet_resnet50_fpn_v2)
 
 from detect.data.annotations import CategoryMap
-from detect.engine.checkpoint import CheckpointError, load_tensor_file
+from detect.tensor_files import CheckpointError, load_tensor_file
 
 Kind = Literal["retinanet_v1", "retinanet_v2", "keypointrcnn"]
 PREFIX = "torchvision:"

@@ -14,16 +14,11 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detect.data.synthetic import (
-    CATEGORIES,
-    KEYPOINT_NAMES,
-    PERSON_ID,
-    _annotation,
-    _Drawn,
-    generate,
-    make_image,
-    person_pose,
-)
+from detect.data.synthetic.annotation import Drawn, annotation
+from detect.data.synthetic.categories import CATEGORIES, KEYPOINT_NAMES, PERSON_ID
+from detect.data.synthetic.scene import make_image
+from detect.data.synthetic.shapes import person_pose
+from detect.data.synthetic.write import generate
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 320
@@ -180,7 +175,7 @@ def test_keypoint_visibility_hand_case() -> None:
     mask[3:40, 2:40] = True
     owner[mask] = 0
     owner[5:8, 5:8] = 1  # the later object
-    ann = _annotation(_Drawn(PERSON_ID, mask, kpts), 0, owner)
+    ann = annotation(Drawn(PERSON_ID, mask, kpts), 0, owner)
     kp = np.array(ann["keypoints"]).reshape(K, 3)
     assert kp[KEYPOINT_NAMES.index("left_wrist")].tolist() == [6.5, 6.5, 1]
     assert kp[KEYPOINT_NAMES.index("right_ankle")].tolist() == [0, 0, 0]
@@ -188,7 +183,7 @@ def test_keypoint_visibility_hand_case() -> None:
     assert ann["num_keypoints"] == K - 1
     assert ann["bbox"] == [2.0, 3.0, 38.0, 37.0] and ann["area"] == 38.0 * 37.0
     mask[28:] = False  # 38 x 25 pixels: small
-    small = _annotation(_Drawn(PERSON_ID, mask, kpts), 0, owner)
+    small = annotation(Drawn(PERSON_ID, mask, kpts), 0, owner)
     assert small["area"] < 32 ** 2 and small["num_keypoints"] == 0 and not any(small["keypoints"])
 
 

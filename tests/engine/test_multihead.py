@@ -7,10 +7,11 @@ import torch
 
 from detect import Detector
 from detect.config import ConfigError, load_config
-from detect.engine.checkpoint import CheckpointError, load_checkpoint
+from detect.engine.checkpoint import load_checkpoint
 from detect.engine.init_from import init_from_checkpoint
 from detect.engine.trainer import Trainer, TrainingError
 from detect.models.build import build_model
+from detect.tensor_files import CheckpointError
 
 BOX_ONLY = ["train.heads=[cls,box]"]  # the keypoint config stays: the head is simply not built
 

@@ -91,7 +91,7 @@ def test_resume_with_other_classes_is_an_error(tiny_overrides, tmp_path):
     t = make_trainer(tiny_overrides, tmp_path, "train.max_steps=1", "train.batch_size=2",
                      "train.eval_every=0")
     t.train()
-    from detect.engine.checkpoint import CheckpointError
+    from detect.tensor_files import CheckpointError
     with pytest.raises(CheckpointError, match="model config differs"):
         make_trainer(tiny_overrides, tmp_path / "x", "train.max_steps=2", "model.neck.channels=16",
                      resume=tmp_path / "last.pt")

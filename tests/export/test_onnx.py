@@ -25,11 +25,12 @@ from detect.cli import export as export_cli
 from detect.cli import infer as infer_cli
 from detect.config import ConfigError, load_config
 from detect.data.transforms import PAD_VALUE, letterbox_image
-from detect.engine.checkpoint import CheckpointError, save_checkpoint
+from detect.engine.checkpoint import save_checkpoint
 from detect.engine.trainer import Trainer
 from detect.export.onnx import export_onnx, read_meta
 from detect.export.runtime import ExportedDetector
 from detect.export.torchscript import export_torchscript
+from detect.tensor_files import CheckpointError
 
 NUM_REAL = 4
 PER_IMAGE = 60  # about this many (anchor, class) scores per image pass the threshold

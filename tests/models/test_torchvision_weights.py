@@ -30,7 +30,7 @@ import detect.models.torchvision_weights as tvw
 from detect import Detector
 from detect.cli.train import main as train_main
 from detect.config import load_config
-from detect.engine.checkpoint import CheckpointError
+from detect.tensor_files import CheckpointError
 from detect.engine.init_from import init_model
 from detect.models.build import build_model
 

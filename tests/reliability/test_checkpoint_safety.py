@@ -9,7 +9,8 @@ import torch
 from detect.api import Detector
 from detect.cli import infer as infer_cli
 from detect.cli import train as train_cli
-from detect.engine.checkpoint import CheckpointError, load_checkpoint
+from detect.engine.checkpoint import load_checkpoint
+from detect.tensor_files import CheckpointError
 from reliability_helpers import make_trainer, overrides
 
 

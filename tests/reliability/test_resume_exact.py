@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from detect.data.build import EpochSampler
-from detect.engine.checkpoint import CheckpointError, load_checkpoint
+from detect.engine.checkpoint import load_checkpoint
+from detect.tensor_files import CheckpointError
 from reliability_helpers import CATEGORIES, default_objects, make_trainer, write_dataset
 
 

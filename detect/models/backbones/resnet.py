@@ -1,0 +1,58 @@
+"""torchvision ResNet-18/34/50 as a `Backbone`."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torchvision
+from torch import Tensor
+
+from detect.models.backbones.base import Backbone
+
+
+class ResNetBackbone(Backbone):
+    """torchvision ResNet-18/34/50; C3..C5 are the outputs of layer2..layer4.
+
+    Stages for ``frozen_stages``: 0 stem (conv1, bn1), 1..4 layer1..layer4; so ``frozen_stages=2``
+    freezes stem + layer1 (torchvision's ``trainable_layers=3``).
+    """
+
+    skip_prefixes = ("fc.",)
+
+    def __init__(self, depth: Literal[18, 34, 50]) -> None:
+        super().__init__()
+        match depth:
+            case 18:
+                net = torchvision.models.resnet18(weights=None)
+            case 34:
+                net = torchvision.models.resnet34(weights=None)
+            case 50:
+                net = torchvision.models.resnet50(weights=None)
+            case _:
+                raise ValueError(f"unsupported ResNet depth {depth}; expected 18, 34 or 50")
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        expansion = 4 if depth == 50 else 1  # Bottleneck vs BasicBlock
+        self.out_channels = [128 * expansion, 256 * expansion, 512 * expansion]
+        self.strides = [8, 16, 32]
+
+    def stages(self) -> list[tuple[str, ...]]:
+        return [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
+
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        pairs = [("conv1", "bn1")]
+        for layer in ("layer1", "layer2", "layer3", "layer4"):
+            for i, block in enumerate(getattr(self, layer)):
+                p = f"{layer}.{i}"
+                pairs += [(f"{p}.conv{k}", f"{p}.bn{k}") for k in (1, 2, 3) if hasattr(block, f"conv{k}")]
+                if block.downsample is not None:  # Sequential(conv 1x1, BatchNorm)
+                    pairs.append((f"{p}.downsample.0", f"{p}.downsample.1"))
+        return pairs
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """[B, 3, H, W] -> [C3 [B, C, H/8, W/8], C4 [.., H/16, W/16], C5 [.., H/32, W/32]]."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # [B, 64, H/4, W/4]
+        c2 = self.layer1(x)  # [B, 64 * e, H/4, W/4]
+        c3 = self.layer2(c2)  # [B, 128 * e, H/8, W/8]
+        c4 = self.layer3(c3)  # [B, 256 * e, H/16, W/16]
+        c5 = self.layer4(c4)  # [B, 512 * e, H/32, W/32]
+        return [c3, c4, c5]
