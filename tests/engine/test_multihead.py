@@ -35,14 +35,14 @@ def test_init_from_loads_present_heads_and_reports_the_rest(tiny_overrides, tmp_
     assert not any(k.startswith("heads.keypoints") for k in src)
 
 
-def test_init_report_parts(tiny_overrides):
+def test_init_report_parts(tiny_overrides, tmp_path):
     cfg = load_config("configs/demo.yaml", tiny_overrides)
     model = build_model(cfg.model, 4, 13)
     path_model = model.state_dict()
     torch.save({"model": {k: v for k, v in path_model.items() if not k.startswith("heads.box")}},
-               "/tmp/_init_test.pt")
+               tmp_path / "init.pt")
     fresh = build_model(cfg.model, 4, 13)
-    report = init_from_checkpoint(fresh, "/tmp/_init_test.pt")
+    report = init_from_checkpoint(fresh, tmp_path / "init.pt")
     parts = report.parts(report.loaded + report.initialised)
     assert parts["heads.box"] == "initialised" and parts["backbone"] == "loaded"
     assert parts["heads.keypoints"] == "loaded"
