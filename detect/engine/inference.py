@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from detect.config import PostprocessConfig
 from detect.data.annotations import CategoryMap
+from detect.evaluation.backends import BACKENDS
 from detect.evaluation.coco_eval import check_ids
 from detect.evaluation.predictions import check_predictions
 from detect.models.detector import MultiHeadDetector
@@ -84,8 +85,10 @@ def evaluate_heads(model: MultiHeadDetector, gt: dict, predictions: list[dict],
                    class_names: dict[int, str], backend: str = "faster",
                    heads: tuple[str, ...] | None = None) -> dict:
     """Every head's evaluation (`Head.evaluate`) of COCO result records, table row -> stats;
-    ``heads``: only these (default: all). Raises ValueError for a malformed prediction or one
-    whose image or category is not in ``gt``."""
+    ``heads``: only these (default: all). Raises ValueError for an unknown backend, a malformed
+    prediction or one whose image or category is not in ``gt``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}, expected one of {BACKENDS}")
     check_predictions(predictions)
     check_ids(gt, predictions)
     metrics: dict = {}

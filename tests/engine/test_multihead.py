@@ -7,6 +7,7 @@ import torch
 
 from detect import Detector
 from detect.config import ConfigError, load_config
+from detect.engine import trainer as trainer_module
 from detect.engine.checkpoint import load_checkpoint
 from detect.engine.init_from import init_from_checkpoint
 from detect.engine.trainer import Trainer, TrainingError
@@ -36,14 +37,14 @@ def test_init_from_loads_present_heads_and_reports_the_rest(tiny_overrides, tmp_
     assert not any(k.startswith("heads.keypoints") for k in src)
 
 
-def test_init_report_parts(tiny_overrides):
+def test_init_report_parts(tiny_overrides, tmp_path):
     cfg = load_config("configs/demo.yaml", tiny_overrides)
     model = build_model(cfg.model, 4, 13)
     path_model = model.state_dict()
     torch.save({"model": {k: v for k, v in path_model.items() if not k.startswith("heads.box")}},
-               "/tmp/_init_test.pt")
+               tmp_path / "init.pt")
     fresh = build_model(cfg.model, 4, 13)
-    report = init_from_checkpoint(fresh, "/tmp/_init_test.pt")
+    report = init_from_checkpoint(fresh, tmp_path / "init.pt")
     parts = report.parts(report.loaded + report.initialised)
     assert parts["heads.box"] == "initialised" and parts["backbone"] == "loaded"
     assert parts["heads.keypoints"] == "loaded"
@@ -73,16 +74,48 @@ def test_freeze_parts(tiny_overrides, tmp_path):
     assert all(torch.equal(before[k], v) for k, v in t.model.backbone.state_dict().items())
 
 
-def test_diagnostics_and_balancing_are_logged(tiny_overrides, tmp_path):
+def _by_hand(totals: dict[str, torch.Tensor], params: list[torch.Tensor]) -> dict:
+    """Each head's gradient on ``params`` with torch.autograd.grad: norms and pairwise cosines
+    (0 with a head that has no gradient, e.g. keypoints on a batch without persons), in float32
+    as the trainer computes them (over the ~1.1e7 shared parameters of the tiny model a float32
+    norm is ~1e-3 from the float64 one)."""
+    grads = {}
+    for head, loss in totals.items():
+        g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        grads[head] = torch.cat([(torch.zeros_like(p) if d is None else d).flatten()
+                                 for p, d in zip(params, g)])
+    norms = {h: float(g.norm()) for h, g in grads.items()}
+    heads = list(grads)
+    return {"grad_norm": norms,
+            "grad_cosine": {f"{a}|{b}": float(grads[a] @ grads[b]) / (norms[a] * norms[b])
+                            if norms[a] * norms[b] > 0 else 0.0
+                            for i, a in enumerate(heads) for b in heads[i + 1:]}}
+
+
+def test_diagnostics_and_balancing_are_logged(tiny_overrides, tmp_path, monkeypatch):
     t = trainer(tiny_overrides, tmp_path, "train.max_steps=2", "train.balancing=uncertainty",
                 "train.grad_diagnostics_every=1")
+    expected = []  # per step, the diagnostics computed by hand on the trainer's losses
+    real = trainer_module.head_gradient_stats
+
+    def recording(totals, shared_params):
+        expected.append(_by_hand(totals, shared_params))
+        return real(totals, shared_params)
+
+    monkeypatch.setattr(trainer_module, "head_gradient_stats", recording)
+    shared = {id(p) for p in t.shared_params}  # the backbone and the neck, no head's own layers
+    assert {id(p) for p in [*t.model.backbone.parameters(), *t.model.neck.parameters()]} <= shared
+    assert not shared & {id(p) for p in t.model.heads["box"].parameters()}
     t.train()
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in lines if "loss_cls" in x]
     assert set(steps[0]["balance_weights"]) == {"cls", "box", "keypoints"}
     assert set(steps[0]["grad_norm"]) == {"cls", "box", "keypoints"}
     assert set(steps[0]["grad_cosine"]) == {"cls|box", "cls|keypoints", "box|keypoints"}
-    assert all(-1 <= c <= 1 for c in steps[0]["grad_cosine"].values())
+    assert len(expected) == len(steps) == 2  # grad_diagnostics_every=1, log_every=1
+    for step, hand in zip(steps, expected):  # summed in another order: ~1e-6 apart
+        assert step["grad_norm"] == pytest.approx(hand["grad_norm"], rel=1e-5)
+        assert step["grad_cosine"] == pytest.approx(hand["grad_cosine"], abs=1e-5)
     summary = [x for x in lines if "grad_conflict_summary" in x]
     assert summary and summary[0]["grad_conflict_summary"]["pairs"]["cls|box"]["samples"] == 2
 

@@ -1,19 +1,64 @@
 """The user workflow: train on real data, reload, predict, infer over folders, evaluate."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_convert, box_iou
 
 from detect.api import Detector
 from detect.cli import eval as eval_cli
 from detect.cli import infer as infer_cli
 from detect.config import load_config
+from detect.engine.checkpoint import load_checkpoint, save_checkpoint
 from detect.engine.trainer import Trainer
+from detect.evaluation.coco_eval import BBOX_STATS, KEYPOINT_STATS
 
+
+def cocoeval_stats(gt: dict, preds: list[dict], iou_type: str, sigmas=None) -> list[float]:
+    """Plain pycocotools: COCOeval's summary stats of ``preds`` against ``gt``."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        evaluator = COCOeval(coco, coco.loadRes([dict(p) for p in preds]), iou_type)
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = np.array(sigmas)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return [float(v) for v in evaluator.stats]
+
+
+def accuracy_on_matched(gt: dict, preds: list[dict]) -> tuple[float, int]:
+    """The ``classification`` metric as defined in detect/evaluation/classification.py, with
+    torchvision's IoU: per image, predictions by descending score each take the unmatched
+    non-crowd GT box of highest IoU, if >= 0.5; -> (share of pairs of the same class, pairs)."""
+    correct = matched = 0
+    for image in gt["images"]:
+        gts = [a for a in gt["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+        mine = sorted((p for p in preds if p["image_id"] == image["id"]), key=lambda p: -p["score"])
+        if not gts or not mine:
+            continue
+        xyxy = [box_convert(torch.tensor([x["bbox"] for x in xs], dtype=torch.float64), "xywh",
+                            "xyxy") for xs in (mine, gts)]
+        taken = torch.zeros(len(gts), dtype=torch.bool)
+        for pred, row in zip(mine, box_iou(*xyxy)):  # row: [G]
+            free = row.masked_fill(taken, -1.0)
+            best = int(free.argmax())
+            if free[best] >= 0.5:
+                taken[best] = True
+                matched += 1
+                correct += pred["category_id"] == gts[best]["category_id"]
+    return correct / matched, matched
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +85,39 @@ def test_end_to_end_on_coco_mini(coco_mini_run, coco_mini, tmp_path):
     assert pred.boxes.shape[1] == 4 and pred.fields["keypoints"].values.shape[1:] == (17, 3)
     assert (pred.boxes[:, 2] <= w + 1e-3).all() and (pred.boxes[:, 3] <= h + 1e-3).all()
     assert set(pred.labels.tolist()) <= set(det.categories.ids)
-    out = tmp_path / "metrics.json"
-    rc = eval_cli.main(["--checkpoint", str(coco_mini_run / "last.pt"), "--images",
+    # the 3-step model scores below the 0.05 threshold: a copy that keeps its top 20 per image
+    ckpt = load_checkpoint(coco_mini_run / "last.pt")
+    ckpt["config"]["postprocess"].update(score_thresh=0.0, max_detections=20)
+    save_checkpoint(ckpt, tmp_path / "all.pt")
+    out, saved = tmp_path / "metrics.json", tmp_path / "predictions.json"
+    rc = eval_cli.main(["--checkpoint", str(tmp_path / "all.pt"), "--images",
                         str(coco_mini["val_images"]), "--annotations", str(coco_mini["val_instances"]),
-                        str(coco_mini["val_keypoints"]), "--out", str(out), "--batch", "4"])
+                        str(coco_mini["val_keypoints"]), "--out", str(out), "--batch", "4",
+                        "--save-predictions", str(saved)])
     assert rc == 0
     metrics = json.loads(out.read_text())
     assert {"bbox", "keypoints", "box_class_agnostic", "classification"} <= set(metrics)
+    # the predictions written, evaluated by plain pycocotools and by hand
+    preds = json.loads(saved.read_text())
+    assert len(preds) == 20 * len(list(coco_mini["val_images"].glob("*.jpg")))
+    instances = json.loads(Path(coco_mini["val_instances"]).read_text())
+    persons = json.loads(Path(coco_mini["val_keypoints"]).read_text())
+    ref = cocoeval_stats(instances, preds, "bbox")
+    assert [metrics["bbox"][k] for k in BBOX_STATS] == pytest.approx(ref[:9], abs=1e-12)
+    assert metrics["bbox"]["AR100"] > 0  # not all zeros: the comparison means something
+    ref = cocoeval_stats(persons, [p for p in preds if p["category_id"] == 1], "keypoints",
+                         det.sigmas)  # all 0 for this model (no pose near OKS 0.5): not -1
+    assert [metrics["keypoints"][k] for k in KEYPOINT_STATS] == pytest.approx(ref, abs=1e-12)
+    one = {**instances, "categories": [{"id": 1, "name": "object"}],
+           "annotations": [{**a, "category_id": 1} for a in instances["annotations"]]}
+    ref = cocoeval_stats(one, [{**p, "category_id": 1} for p in preds], "bbox")
+    agnostic = metrics["box_class_agnostic"]
+    assert [agnostic["AP"], agnostic["AP50"]] == pytest.approx(ref[:2], abs=1e-12)
+    assert agnostic["AP50"] > 0
+    accuracy, matched = accuracy_on_matched(instances, preds)
+    assert metrics["classification"] == {"accuracy_on_matched": pytest.approx(accuracy),
+                                         "num_matched": matched}
+    assert matched > 0
 
 
 def test_predict_accepts_arrays_and_lists(coco_mini_run, coco_mini):

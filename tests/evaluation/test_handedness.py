@@ -47,7 +47,13 @@ def test_gap_is_what_the_mirrored_pose_costs() -> None:
     metrics = add_oracle_handedness(evaluate(gt, preds, kpt_sigmas=SIGMAS), gt, preds,
                                     kpt_sigmas=SIGMAS)
     assert metrics["keypoints_oracle"]["AP"] == pytest.approx(1.0)
-    assert metrics["keypoints"]["AP"] < 0.6  # one of two persons found at OKS ~0
+    # The first pose has OKS 1. The mirrored one has its head exact and both hands 20 px off:
+    # OKS = (1 + 2 exp(-20^2 / (2 * 1600 * (2 * 0.05)^2))) / 3 = (1 + 2 e^-12.5) / 3 = 0.333,
+    # below every OKS threshold (0.5 .. 0.95), as is the far box's. So at each threshold the
+    # scores give TP, FP, FP: precision 1 up to recall 1/2, nothing beyond; COCO's 101 recall
+    # points 0, 0.01, .., 0.5 (51 of them) have precision 1, the other 50 have 0.
+    assert metrics["keypoints"]["AP"] == pytest.approx(51 / 101)
+    assert metrics["handedness_gap"]["AP"] == pytest.approx(50 / 101)
     assert metrics["handedness_gap"]["AP"] == pytest.approx(1.0 - metrics["keypoints"]["AP"])
     with pytest.raises(ValueError, match="kpt_sigmas are required"):
         with_oracle_handedness(gt, preds, None)

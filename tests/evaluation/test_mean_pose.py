@@ -67,12 +67,20 @@ def test_eval_cli_prints_the_floor_and_the_margin(tmp_path, capsys) -> None:
     (tmp_path / "pred.json").write_text(json.dumps(exact))
     out = tmp_path / "metrics.json"
     assert eval_cli.main(["--predictions", str(tmp_path / "pred.json"), "--annotations",
-                          str(tmp_path / "gt.json"), "--kpt-sigmas", "0.05", "0.05",
+                          str(tmp_path / "gt.json"), "--kpt-sigmas", "0.1", "0.1",
                           "--mean-pose", str(tmp_path / "gt.json"), "--out", str(out)]) == 0
     metrics = json.loads(out.read_text())
     assert metrics["keypoints"]["AP"] == pytest.approx(1.0)
-    assert metrics["keypoints_mean_pose"]["AP"] < 0.5  # the two poses differ
+    # The two poses differ. In box units a is at (0.5, 0.25) and (0.2, 0.1), b at (1, 1) and
+    # (0.8, 0.9): the mean pose a (0.35, 0.175), b (0.9, 0.95), placed in each 10x20 box, is
+    # off by (1.5, 1.5) px at a and (1, 1) px at b in both. OKS with area 200, sigma 0.1:
+    # (exp(-4.5 / (2 * 200 * 0.2^2)) + exp(-2 / (2 * 200 * 0.2^2))) / 2 = 0.8187 for both
+    # persons: matched at the OKS thresholds 0.5 .. 0.8 (7 of 10, AP 1 each), not at 0.85 ..
+    # 0.95 (AP 0), so AP = 7 / 10.
+    assert metrics["keypoints_mean_pose"]["AP"] == pytest.approx(0.7)
+    assert metrics["keypoints_mean_pose"]["AP50"] == pytest.approx(1.0)
     margin = metrics["keypoint_margin"]["AP"]
+    assert margin == pytest.approx(0.3)
     assert margin == pytest.approx(1.0 - metrics["keypoints_mean_pose"]["AP"])
     table = capsys.readouterr().out
     assert "keypoints_mean_pose" in table and f"{100 * margin:+.1f}" in table

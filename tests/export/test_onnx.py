@@ -2,14 +2,13 @@
 
 The tiny test model (4 synthetic categories with ids 1, 3, 7, 10 and 13 keypoints; weights as
 initialised, which is what one or two training steps leave them) runs on coco-mini val images
-(synthetic val images without the shared data) and on a blank image. The score threshold is put
-in a wide gap of the eager scores, so that float differences between runtimes cannot move a
-candidate across it; a second export with a threshold above every score checks images without
-detections.
+(required in CI; a local run without the shared data uses synthetic val images) and on a blank
+image. The score threshold is put in a wide gap of the eager scores, so that float differences
+between runtimes cannot move a candidate across it; a second export with a threshold above every
+score checks images without detections.
 """
 import copy
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,13 +49,18 @@ def checkpoint(tiny_overrides, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def image_files(tiny_synthetic, tmp_path_factory) -> list[Path]:
-    """NUM_REAL coco-mini val images; without the shared data, synthetic val images with noise
+def image_files(request, tiny_synthetic, tmp_path_factory) -> list[Path]:
+    """NUM_REAL coco-mini val images. The shared data is required in CI (the `shared_data`
+    fixture fails there without it); a local run without it uses synthetic val images with noise
     added (their flat backgrounds give scores too uniform for a threshold gap)."""
-    root = os.environ.get("DETECT_SHARED_DATA")
-    folder = Path(root or "", "coco-mini", "val2017")
-    if root and folder.is_dir():
-        return sorted(folder.glob("*.jpg"))[:NUM_REAL]
+    try:
+        folder = request.getfixturevalue("shared_data") / "coco-mini" / "val2017"
+    except pytest.skip.Exception:  # not in CI, no shared data
+        folder = None
+    if folder is not None:
+        files = sorted(folder.glob("*.jpg"))[:NUM_REAL]
+        assert len(files) == NUM_REAL, folder
+        return files
     out, rng = tmp_path_factory.mktemp("noisy"), np.random.default_rng(0)
     files = []
     for path in sorted((tiny_synthetic / "val").glob("*.jpg"))[:NUM_REAL]:
