@@ -12,7 +12,7 @@ from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import ImageInput, load_image
 from detect.data.transforms import Sample, letterbox_image
 from detect.engine.checkpoint import load_checkpoint, load_weights, stored_config
-from detect.models.build import HeadFactory, build_model
+from detect.models.build import HeadFactory, build_for_data, build_model
 from detect.models.detector import HeadOutputs, MultiHeadDetector
 from detect.models.frozen import FrozenForward
 from detect.prediction import Prediction, masked_field
@@ -54,16 +54,11 @@ class Detector:
         cfg = stored_config(ckpt, path)
         categories = CategoryMap.from_dict(ckpt["categories"])
         kmeta = _keypoint_meta(ckpt.get("keypoints"))
+        try:
+            model = build_for_data(_no_pretrained(cfg), categories, kmeta, heads)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
         k = model_keypoints(cfg)
-        if k and (kmeta is None or kmeta.num_keypoints != k):
-            have = 0 if kmeta is None else kmeta.num_keypoints
-            raise CheckpointError(f"{path}: its config has {k} keypoints but it names {have}")
-        model = build_model(_no_pretrained(cfg).model, categories.num_classes, k,
-                            kmeta.label_mask(categories) if k else None,
-                            kmeta.flip_pairs if k else (), extra_heads=heads)
-        if missing := [h for h in cfg.train.heads if h not in model.heads]:
-            raise CheckpointError(f"{path}: trained with head(s) {', '.join(missing)} that this "
-                                  "program was not given (Detector.from_checkpoint(..., heads=))")
         ema = ckpt.get("ema")
         weights = ema.get("module") if use_ema and isinstance(ema, dict) else ckpt["model"]
         try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
 from detect.balancing import (build_balancer, group_losses, group_mismatch, head_totals,
@@ -33,7 +33,7 @@ from detect.engine.run_state import (check_compatible, checkpoint_meta, rng_stat
                                      set_rng_state)
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
-from detect.models.build import HeadFactory, build_model
+from detect.models.build import HeadFactory, build_for_data
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Batch
 from detect.tensor_files import CheckpointError
@@ -102,16 +102,11 @@ class Trainer:
 
     def _build_model(self, init_from: str | Path | None, class_map: str) -> None:
         cfg = self.cfg
-        k = model_keypoints(cfg)
-        kmeta = self.kmeta if k else None
-        self.model: MultiHeadDetector = build_model(
-            cfg.model, self.categories.num_classes, k,
-            kmeta.label_mask(self.categories) if kmeta else None,
-            kmeta.flip_pairs if kmeta else (), extra_heads=self.extra_heads)
-        if missing := [h for h in cfg.train.heads if h not in self.model.heads]:
-            raise TrainingError(f"train.heads names {', '.join(missing)}: no head of this model "
-                                f"({', '.join(self.model.heads)}; a head of your own is given to "
-                                "Trainer(heads=...))")
+        try:
+            self.model: MultiHeadDetector = build_for_data(cfg, self.categories, self.kmeta,
+                                                           self.extra_heads)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
         if init_from is not None:
             report = init_model(self.model, init_from, self.categories.names, class_map)
             if self.rank == 0:
@@ -154,6 +149,10 @@ class Trainer:
             self.optimizer,
             lambda s: warmup_cosine(s, self.total_steps, min(t.warmup_steps, self.total_steps // 3),
                                     t.min_lr_ratio))
+        self._build_amp()
+
+    def _build_amp(self) -> None:
+        t = self.cfg.train
         use_amp = t.amp != "off" and self.device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if use_amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and t.amp == "fp16")

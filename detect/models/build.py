@@ -13,7 +13,9 @@ import torch
 
 from detect.anchors import AnchorGenerator
 from detect.box_coder import BoxCoder
-from detect.config import ConfigError, HeadsConfig, ModelConfig, keypoint_sigmas
+from detect.config import (Config, ConfigError, HeadsConfig, ModelConfig, keypoint_sigmas,
+                           model_keypoints)
+from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.heads import BoxHead, ClassificationHead, Head, KeypointHead, Tower
 from detect.heads.keypoint_field import joint_groups
 from detect.heads.keypoint_side import CropHandedness
@@ -93,6 +95,26 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
     std = tuple(255.0 * v for v in backbone.pixel_std)
     return MultiHeadDetector(backbone, neck, heads, anchors, _build_matcher(cfg), mean, std,
                              channels_last=cfg.channels_last)
+
+
+def build_for_data(cfg: Config, categories: CategoryMap, keypoints: KeypointMeta | None,
+                   extra_heads: Sequence[HeadFactory] = ()) -> MultiHeadDetector:
+    """`build_model` for a config whose keypoint settings are resolved from the data
+    (`detect.config.resolve_keypoints`), its ``categories`` and keypoint metadata: the keypoint
+    head when the config trains it, serving the categories that have keypoints, with the data's
+    left/right pairs. Every head in ``train.heads`` must be built, or a ValueError names it."""
+    k = model_keypoints(cfg)
+    kmeta = keypoints if k else None
+    if k and (kmeta is None or kmeta.num_keypoints != k):
+        raise ValueError(f"the config has {k} keypoints but the data names "
+                         f"{0 if kmeta is None else kmeta.num_keypoints}")
+    model = build_model(cfg.model, categories.num_classes, k,
+                        kmeta.label_mask(categories) if kmeta else None,
+                        kmeta.flip_pairs if kmeta else (), extra_heads)
+    if missing := [h for h in cfg.train.heads if h not in model.heads]:
+        raise ValueError(f"train.heads names {', '.join(missing)}: no head of this model "
+                         f"({', '.join(model.heads)}; a head of one's own is given as heads=...)")
+    return model
 
 
 def _build_matcher(cfg: ModelConfig) -> IoUMatcher | ATSSMatcher:

@@ -116,8 +116,8 @@ def test_it_trains_beside_the_other_heads(trained) -> None:
 
 
 def test_it_is_a_field_of_every_prediction(run: Path, tiny_synthetic: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="trained with head.s. aspect that this program was not "
-                                         "given"):
+    with pytest.raises(ValueError, match="last.pt: train.heads names aspect: no head of this "
+                                         r"model \(cls, box, keypoints; a head of one's own"):
         Detector.from_checkpoint(run / "last.pt")
     det = Detector.from_checkpoint(run / "last.pt", heads=[AspectHead])
     det.params = replace(det.params, score_thresh=0.2)

@@ -81,7 +81,7 @@ def _finest_level_match(kpts: torch.Tensor) -> Matches:
     coarse = (_centres() * 2)[: 3 * 4]
     anchors = torch.cat([_centres(), coarse]).repeat(1, 2) + torch.tensor([-16.0, -16, 16, 16])
     target = Target(torch.tensor([[8.0, 8.0, 48.0, 40.0]]), torch.tensor([0]), kpts)
-    a, k = len(anchors), kpts.shape[1]
+    a = len(anchors)
     matched = torch.full((1, a), -1)
     matched[0, 2 * W + 3] = 0
     m = Matches(anchors, matched, torch.zeros(1, a, 4), torch.full((1, a), -1),
