@@ -30,6 +30,7 @@ from detect.box_coder import BoxCoder
 from detect.distributed import loss_normalizers
 from detect.evaluation.coco_eval import keypoint_categories, keypoint_metrics
 from detect.heads.base import InstanceHead, Selected, Tower, flatten_levels, predictor_conv
+from detect.heads.fused import FoldCache, inference_form, sources
 from detect.heads.keypoint_field import field_targets, refine_with_field, type_members
 from detect.heads.keypoint_side import CropHandedness, handedness
 from detect.losses import keypoint_l1, oks_loss, visibility_loss
@@ -101,17 +102,30 @@ class KeypointHead(InstanceHead):
                              persistent=False)
         swap = torch.tensor(partner_index(num_keypoints, handedness_pairs), dtype=torch.int64)
         self.register_buffer("swap", swap, persistent=False)
+        self.fold_cache = FoldCache()  # the finest level's joined predictors (`forward`)
 
     def forward(self, features: list[Tensor]) -> Tensor:
         """features: per level [B, C, H_l, W_l] -> [B, A, 3K + S + 2F]; the 2F field channels
-        are predicted on the finest level and zero on the others (never read there)."""
+        are predicted on the finest level and zero on the others (never read there). In
+        evaluation without autograd the finest level's two predictors run as one convolution
+        (`detect.heads.fused`)."""
         if self.tower is not None:
             features = self.tower(features)
-        pred = flatten_levels([self.predictor(f) for f in features],
-                              self.predictor.out_channels // self.num_anchors)  # [B, A, 3K + S]
+        per_anchor = self.predictor.out_channels // self.num_anchors
         if self.map_predictor is None:
-            return pred
-        maps = flatten_levels([self.map_predictor(features[0])], self.map_predictor.out_channels)
+            return flatten_levels([self.predictor(f) for f in features], per_anchor)
+        if inference_form(self):
+            weight, bias = self.fold_cache.get(
+                0, sources(self.predictor, self.map_predictor), lambda: (
+                    torch.cat([self.predictor.weight, self.map_predictor.weight]),
+                    torch.cat([self.predictor.bias, self.map_predictor.bias])))
+            finest = F.conv2d(features[0], weight, bias, padding=self.predictor.padding)
+            first, maps = finest.split([self.predictor.out_channels,
+                                        self.map_predictor.out_channels], 1)
+        else:
+            first, maps = self.predictor(features[0]), self.map_predictor(features[0])
+        pred = flatten_levels([first] + [self.predictor(f) for f in features[1:]], per_anchor)
+        maps = flatten_levels([maps], self.map_predictor.out_channels)  # [B, A_0, 2F]
         return torch.cat([pred, F.pad(maps, (0, 0, 0, pred.shape[1] - maps.shape[1]))], -1)
 
     def extra_map(self, features: list[Tensor], levels: list[Tensor]) -> Tensor | None:
@@ -238,6 +252,8 @@ class KeypointHead(InstanceHead):
         finest level's offset fields (`refine_with_field`), oriented by the handedness logit or
         the crop classifier's logits on the detections' boxes (on ``extra``), and zeros for
         classes without keypoints."""
+        if sel.anchor_index.numel() == 0:  # no detections: nothing to decode or crop
+            return pred.new_zeros(*sel.anchor_index.shape, self.num_keypoints, 3, dtype=torch.float32)
         picked = pred.gather(1, sel.anchor_index[..., None].expand(-1, -1, pred.shape[-1]))
         offsets, vis_logits, side_logits = self._split(picked.float())  # [B, N, ...]
         xy = self.coder.decode_points(offsets, sel.anchors)  # [B, N, K, 2]

@@ -142,6 +142,7 @@ def test_keypoint_head_inference_form_equals_training_form(side, maps, anchors,
     x = feats(channels_last=channels_last)
     got = inference_form(head, x)
     assert head.tower.fold_cache._entries  # the folded form ran
+    assert bool(head.fold_cache._entries) == maps  # the finest level's predictors joined
     want = training_form(head, x)
     assert got.shape == want.shape == (2, sum(h * w for h, w in LEVELS) * anchors, head.outputs_per_anchor)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
