@@ -186,7 +186,11 @@ class TrainConfig:
     gradnorm_lr: float = 0.025
     grad_diagnostics_every: int = 0  # optimiser steps between gradient-conflict measurements
     freeze: tuple[str, ...] = ()  # backbone, neck and/or heads of train.heads: not trained
-    log_every: int = 20
+    log_every: int = 20  # optimiser steps between log records (and plain lines without a bar)
+    # where the run's numbers go besides RUN/metrics.jsonl (detect/engine/tracking.py): TensorBoard
+    # (RUN/tb, when installed) and/or MLflow (a local store RUN/mlflow.db unless tracking_uri)
+    tracking: tuple[Literal["tensorboard", "mlflow"], ...] = ("tensorboard",)
+    tracking_uri: str | None = None  # an MLflow tracking URI (a server, sqlite:///..., databricks)
     eval_every: int = 1  # epochs between evaluations, 0 = only at the end
     best_metric: str = "bbox.AP"
     eval_backend: Literal["faster", "pycocotools"] = "faster"

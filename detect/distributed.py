@@ -60,3 +60,22 @@ def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is True on this rank or on any other (a collective under DDP: every rank
+    calls it; single-process: no collective, no device sync)."""
+    if world_size() == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gather_lists(items: list) -> list:
+    """Every rank's ``items`` concatenated (a collective under DDP), this rank's alone otherwise."""
+    if world_size() == 1:
+        return list(items)
+    every: list[list | None] = [None] * world_size()
+    dist.all_gather_object(every, items)
+    return [x for part in every for x in part or []]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -107,3 +108,38 @@ def evaluate_model(model: MultiHeadDetector, loader: DataLoader, gt: dict, categ
     preds = predict_coco(model, loader, params, categories, device, skipped, progress)
     names = dict(zip(categories.ids, categories.names))
     return evaluate_heads(model, gt, preds, names, backend, heads), preds
+
+
+@torch.inference_mode()
+def drawn_predictions(model: MultiHeadDetector, dataset, params: PostprocessConfig,
+                      device: torch.device, size_divisor: int,
+                      skeleton: tuple[tuple[int, int], ...] = (), count: int = 4,
+                      min_score: float = 0.3) -> list[np.ndarray]:
+    """The first ``count`` readable images of ``dataset`` (letterboxed, as evaluated) with the
+    model's detections drawn (`detect.vis.draw_prediction`: boxes and every field), BGR uint8."""
+    from detect.data.collate import Collate
+    from detect.data.dataset import BadImage
+    from detect.prediction import Prediction, masked_field
+    from detect.vis import draw_prediction
+
+    samples = [s for s in (dataset[i] for i in range(min(count, len(dataset))))
+               if not isinstance(s, BadImage)]
+    if not samples:
+        return []
+    batch = Collate(size_divisor)(samples)
+    was_training = model.training
+    model.eval()
+    dets = model.detect(model(batch.images.to(device)), batch.image_sizes, params)
+    model.train(was_training)
+    heads, names = model.instance_heads(), dataset.ann.categories.names
+    drawn = []
+    for sample, d in zip(samples, dets):
+        d = Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu(),
+                       {n: v.cpu() for n, v in d.fields.items()})
+        fields = {n: masked_field(v.numpy(), heads[n].present(d.labels).numpy(), heads[n].geometry)
+                  for n, v in d.fields.items()}
+        pred = Prediction(d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
+                          [names[int(i)] for i in d.labels], fields)
+        drawn.append(draw_prediction(np.ascontiguousarray(sample.image[..., ::-1]), pred,
+                                     skeleton, min_score))
+    return drawn

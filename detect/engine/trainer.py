@@ -6,6 +6,7 @@ point, no process management of our own. Only rank 0 logs, evaluates and writes 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +20,24 @@ from tqdm import tqdm
 
 from detect.balancing import (build_balancer, group_losses, group_mismatch, head_totals,
                               own_terms_gradient_only)
-from detect.config import Config, model_keypoints, resolve_keypoints, save_config
+from detect.config import Config, config_to_dict, model_keypoints, resolve_keypoints, save_config
 from detect.data.build import EpochSampler, build_dataset, build_loader
-from detect.distributed import cleanup_distributed, init_distributed, local_rank
+from detect.distributed import (any_rank, cleanup_distributed, gather_lists, init_distributed,
+                                local_rank)
 from detect.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from detect.engine.ema import ModelEMA
 from detect.engine.grad_diagnostics import ConflictSummary, format_conflicts, head_gradient_stats
-from detect.engine.inference import evaluate_model
+from detect.engine.inference import drawn_predictions, evaluate_model
 from detect.engine.init_from import init_model
-from detect.engine.logging import MetricsLogger
+from detect.engine.logging import RunLog
+from detect.engine.tracking import build_trackers
 from detect.engine.optim import build_optimizer, freeze_parts, own_parameter_ids
 from detect.engine.run_state import (check_compatible, checkpoint_meta, rng_state, seed_everything,
                                      set_rng_state)
 from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
+from detect.evaluation.table import metric_value
+from detect.io import atomic_write_json
 from detect.models.build import HeadFactory, build_for_data
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Batch
@@ -71,7 +76,13 @@ class Trainer:
         self._build_data()
         self._build_model(init_from, class_map)
         self.state = TrainState()
-        self.logger = MetricsLogger(self.out, enabled=self.rank == 0)
+        try:
+            trackers = (build_trackers(cfg.train.tracking, self.out, cfg.train.tracking_uri)
+                        if self.rank == 0 else [])
+        except RuntimeError as e:
+            raise TrainingError(str(e)) from None
+        self.logger = RunLog(self.out, self.rank == 0, trackers, quiet, self.show_progress,
+                             weights_move=cfg.train.balancing != "fixed")
         self.skipped: list[str] = []
         if resume is not None:
             self._resume(Path(resume))
@@ -141,7 +152,9 @@ class Trainer:
         # what every head depends on: the backbone and the FPN
         self.shared_params = [p for mod in (self.model.backbone, self.model.neck)
                               for p in mod.parameters() if p.requires_grad]
-        self.last_shared = _last_shared_parameters(self.model)
+        # GradNorm's "last shared layer": the FPN's outputs
+        self.last_shared = [p for mod in (self.model.neck.output, self.model.neck.extra)
+                            for p in mod.parameters() if p.requires_grad]
         self.conflicts = ConflictSummary()  # every diagnostics measurement of the run
         self.last_grad_stats: dict | None = None
         self.total_steps = self._total_steps()
@@ -188,8 +201,12 @@ class Trainer:
         try:
             self._restore(ckpt)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            reason = str(e).strip().partition("\n")[0][:200]
             raise CheckpointError(f"{path}: its training state does not fit this run "
-                                  f"({type(e).__name__}: {_first_line(e)})") from None
+                                  f"({type(e).__name__}: {reason})") from None
+        if self.rank == 0 and not self.quiet:
+            print(f"resuming {path} at step {self.state.step} of {self.total_steps} (epoch "
+                  f"{self.state.epoch})", file=sys.stderr, flush=True)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         """Everything but the model weights: EMA, optimiser, schedule, progress, RNG."""
@@ -213,6 +230,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             save_config(self.cfg, self.out / "config.yaml")
+        self.logger.start(config_to_dict(self.cfg), s.step)
         bar = tqdm(total=self.total_steps, initial=s.step, disable=not self.show_progress,
                    dynamic_ncols=True, desc="train")
         metrics: dict = {}
@@ -237,17 +255,17 @@ class Trainer:
             self.logger.log({"step": s.step, "grad_conflict_summary": summary})
             if not self.quiet:
                 tqdm.write(format_conflicts(summary))
+        if self.rank == 0:
+            atomic_write_json(self.out / "metrics.json", metrics, indent=2)
+            self.logger.finish([self.out / "best.pt", self.out / "metrics.json"])
+            self.logger.say(f"finished: {s.step} steps")
         self._report_skipped()
         cleanup_distributed()
         return metrics
 
     def _report_skipped(self) -> None:
         """Rank 0 lists the images every rank could not read during training."""
-        skipped = self.skipped
-        if self.world > 1:
-            every: list[list[str] | None] = [None] * self.world
-            dist.all_gather_object(every, self.skipped)
-            skipped = [line for part in every for line in part or []]
+        skipped = gather_lists(self.skipped)
         if skipped and self.rank == 0:
             unique = sorted(set(skipped))
             print(f"skipped {len(unique)} unreadable image(s) ({len(skipped)} time(s) in all):")
@@ -266,7 +284,9 @@ class Trainer:
                 raise TrainingError(f"unreadable image at step {s.step + 1}: {batch.skipped[0]}")
             self.skipped += batch.skipped
             s.batch_in_epoch += 1  # consumed, even when left out: --resume restarts after it
-            if self._no_image_on_some_rank(batch):
+            # a rank with no readable image of its batch: every rank leaves the batch out (DDP
+            # needs the same backward passes everywhere); the images are listed at the end
+            if any_rank(not batch.targets, self.device):
                 continue
             losses = self._forward_backward(model, batch)
             batches += 1
@@ -284,16 +304,6 @@ class Trainer:
                 t0, images, running, batches = time.perf_counter(), 0, {}, 0
             if s.step >= self.end_step:
                 return
-
-    def _no_image_on_some_rank(self, batch: Batch) -> bool:
-        """Whether a rank (this one, or another under DDP) could read no image of its batch:
-        then every rank leaves this batch out, since DDP needs the same backward passes on all
-        ranks; only unreadable images can cause it, and they are listed at the end."""
-        if self.world == 1:  # no collective, no device sync
-            return not batch.targets
-        empty = torch.tensor([float(not batch.targets)], device=self.device)
-        dist.all_reduce(empty, op=dist.ReduceOp.MAX)
-        return bool(empty.item())
 
     def _forward_backward(self, model: nn.Module, batch: Batch) -> dict[str, float]:
         batch = batch.to(self.device)
@@ -318,6 +328,8 @@ class Trainer:
         params = self.last_shared if t.balancing == "gradnorm" else self.shared_params
         info = self.balancer.backward(totals, params, scale)
         flat = {k: v.item() for terms in raw.values() for k, v in terms.items()}
+        flat.update({f"head_loss/{h}": sum(v.item() for v in terms.values())
+                     for h, terms in raw.items()})
         flat.update(info)
         return flat
 
@@ -342,14 +354,15 @@ class Trainer:
     def _log_step(self, avg: dict[str, float], ips: float, bar: tqdm) -> None:
         s = self.state
         record = {"step": s.step, "epoch": s.epoch, "lr": self.optimizer.param_groups[0]["lr"],
-                  **{k: round(v, 5) for k, v in avg.items()}, "images_per_s": round(ips, 2)}
+                  **{k: round(v, 5) for k, v in avg.items() if not k.startswith("head_loss/")},
+                  "head_loss": {k.removeprefix("head_loss/"): round(v, 5) for k, v in avg.items()
+                                if k.startswith("head_loss/")},
+                  "images_per_s": round(ips, 2)}
         record["balance_weights"] = self.balancer.effective_weights()
         if self.last_grad_stats is not None:
             record.update(self.last_grad_stats)  # grad_norm, grad_cosine
             self.last_grad_stats = None
-        self.logger.log(record)
-        bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in avg.items()
-                         if k != "loss"}, refresh=False)
+        self.logger.step(record, self.total_steps, bar)
 
     # ------------------------------------------------------------------ evaluation
     def eval_model(self) -> MultiHeadDetector:
@@ -367,30 +380,18 @@ class Trainer:
                                     skipped=skipped, progress=self.show_progress, heads=self.heads)
         for line in skipped:  # their objects count as missed
             tqdm.write(f"warning: data.val: unreadable image left out of the evaluation: {line}")
-        self.model.train()
         self.logger.log({"step": self.state.step, "epoch": self.state.epoch, "eval": metrics})
+        if self.logger.trackers:
+            self.logger.images("val", drawn_predictions(
+                self.eval_model(), self.val_ds, self.cfg.postprocess, self.device,
+                self.cfg.data.size_divisor, self.kmeta.skeleton if self.kmeta else ()),
+                self.state.step)
+        self.model.train()
         if not self.quiet:
             tqdm.write(format_table(metrics))
-        value = _metric(metrics, self.cfg.train.best_metric)
+            sys.stdout.flush()  # a log file sees the table when it is printed
+        value = metric_value(metrics, self.cfg.train.best_metric)
         if value is not None and value > self.state.best:
             self.state.best = value
             self.save("best.pt")
         return metrics
-
-
-def _last_shared_parameters(m: MultiHeadDetector) -> list[nn.Parameter]:
-    """GradNorm's "last shared layer": the FPN's outputs."""
-    return [p for mod in (m.neck.output, m.neck.extra) for p in mod.parameters() if p.requires_grad]
-
-
-def _metric(metrics: dict, dotted: str) -> float | None:
-    node: Any = metrics
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return float(node)
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else ""

@@ -61,3 +61,13 @@ def _classification_row(stats: dict) -> str:
     accuracy = _percent(stats["accuracy_on_matched"])
     detail = f"accuracy_on_matched {accuracy} ({stats['num_matched']} matched)"
     return f"{'classification'.ljust(HEAD_WIDTH)} {detail}"
+
+
+def metric_value(metrics: dict, dotted: str) -> float | None:
+    """The value at ``dotted`` (``bbox.AP``) of a metrics dict, or None where there is none."""
+    node = metrics
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node)

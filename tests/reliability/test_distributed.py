@@ -7,6 +7,7 @@ two ranks together are the single-process first batch of twice the size). The ti
 GroupNorm heads and frozen BatchNorm, which do not mix images.
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,10 @@ def test_torchrun_training_on_two_cpu_processes(ddp_overrides, tmp_path):
     assert (tmp_path / "report_rank0").read_text().splitlines() == [
         "skipped 1 unreadable image(s) (1 time(s) in all):", "  bad.jpg: truncated JPEG"]
     assert (tmp_path / "report_rank1").read_text() == ""
+    # the log lines (no bar): from rank 0 only, once per step: the probe's skipped-batch step,
+    # then tools/train.py's two (rank 1 printing too would double each)
+    lines = [x for x in r.stderr.splitlines() if re.search(r"step \d/2  epoch", x)]
+    assert [re.search(r"step (\d)/2", x).group(1) for x in lines] == ["1", "1", "2"], lines
     assert load_checkpoint(tmp_path / "run/last.pt")["step"] == 2
     w0, w1 = (torch.load(tmp_path / f"weights_rank{i}.pt") for i in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
