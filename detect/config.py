@@ -266,7 +266,7 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
     _validate_balancing(cfg, origin)
     t = cfg.train
     for part in t.freeze:
-        if part not in ("backbone", "neck", *t.heads):
+        if part not in ("backbone", "neck", *BUILT_IN_HEADS, *t.heads):
             raise ConfigError(f"{where('train.freeze', origin)}: 'train.freeze' has unknown part "
                               f"'{part}' (backbone, neck, {', '.join(t.heads)})")
     if len(set(t.heads)) != len(t.heads):
@@ -311,7 +311,8 @@ def _validate_balancing(cfg: Config, origin: dict[str, str]) -> None:
         if not term.startswith("loss_") or term == "loss":
             raise ConfigError(f"{where('train.balance_apart', origin)}: '{term}' is not a loss "
                               "term's name (loss_cls, loss_kpt_side, ...: the keys the heads log)")
-    groups = (*t.heads, *t.balance_apart)
+    # the package's heads stay valid names when the data drops one (`resolve_keypoints`)
+    groups = (*BUILT_IN_HEADS, *t.heads, *t.balance_apart)
     for name, value in t.loss_weights.items():
         if name not in groups:
             raise ConfigError(f"{where('train.loss_weights', origin)}: 'train.loss_weights' has "

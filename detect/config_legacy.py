@@ -41,6 +41,8 @@ def translate_legacy(raw: dict[str, Any], source: str) -> dict[str, Any]:
         return raw
     raw = copy.deepcopy(raw)
     heads = raw["model"]["heads"]
+    if not heads.get("keypoint_handedness") or heads.get("keypoint_side_tower") != "cls":
+        heads.pop("keypoint_side_grad", None)  # it had no effect there
     for key, default in REMOVED.items():
         if key in heads and heads.pop(key) != default:
             raise ConfigError(f"{source}: trained with model.heads.{key}, an option that was "

@@ -25,7 +25,9 @@ def loss_normalizers(counts: Tensor) -> Tensor:
     """counts [N] of this rank's batch -> [N] ``max(sum over ranks, 1) / world_size``.
 
     With a process group of several ranks this is a collective (an all-reduce): every rank must
-    call it, the same number of times; `detect.matching.match_batch` calls it once per batch.
+    call it, the same number of times: `detect.matching.match_batch` calls it once per batch for
+    the positives, and a head for its own counts in every loss call (the keypoint head's
+    positives with keypoints, its field's cells, its crop classifier's persons).
     """
     counts = counts.detach().float()
     world = world_size()

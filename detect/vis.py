@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import cv2
@@ -21,11 +22,16 @@ def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, labels: np.ndarray
                     names: list[str], scores: np.ndarray | None = None,
                     keypoints: np.ndarray | None = None,
                     skeleton: tuple[tuple[int, int], ...] = (),
-                    kpt_thresh: float = 0.5) -> np.ndarray:
+                    kpt_thresh: float = 0.5,
+                    points: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> np.ndarray:
     """A copy of ``image_bgr`` [H, W, 3] with boxes [N, 4] xyxy, ``names`` [N] (+ scores [N]) and
-    keypoints [N, K, 3] (drawn where the third value > ``kpt_thresh``) joined by ``skeleton``."""
+    keypoints [N, K, 3] (drawn where the third value > ``kpt_thresh``) joined by ``skeleton``;
+    ``points``: more point sets, each (values [N, K, D >= 2], drawn [N] bool), drawn the same
+    way (every point where D is 2). Each detection's points are drawn right after its box."""
     img = np.ascontiguousarray(image_bgr).copy()
     thick = max(1, round(max(img.shape[:2]) / 400))
+    sets = list(points) + ([(keypoints, np.ones(len(keypoints), bool))]
+                           if keypoints is not None else [])
     for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes).reshape(-1, 4).astype(int)):
         c = _color(int(labels[i]))
         cv2.rectangle(img, (x0, y0), (x1, y1), c, thick)
@@ -34,8 +40,9 @@ def draw_detections(image_bgr: np.ndarray, boxes: np.ndarray, labels: np.ndarray
         cv2.rectangle(img, (x0, max(0, y0 - th - 4)), (x0 + tw + 2, y0), c, -1)
         cv2.putText(img, text, (x0 + 1, max(th, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                     (0, 0, 0), 1, cv2.LINE_AA)
-        if keypoints is not None and len(keypoints) > i:
-            _draw_keypoints(img, keypoints[i], skeleton, c, thick, kpt_thresh)
+        for values, drawn in sets:
+            if len(values) > i and drawn[i]:
+                _draw_keypoints(img, values[i], skeleton, c, thick, kpt_thresh)
     return img
 
 
@@ -43,22 +50,19 @@ def draw_prediction(image_bgr: np.ndarray, pred: "Prediction",
                     skeleton: tuple[tuple[int, int], ...] = (),
                     min_score: float = 0.3) -> np.ndarray:
     """A copy of ``image_bgr`` with the detections of ``pred`` scoring at least ``min_score``;
-    their ``points`` fields drawn where the detection has them, joined by ``skeleton``."""
+    their ``points`` fields drawn where the detection has them, joined by ``skeleton`` (the
+    edges within a field's number of points)."""
     keep = pred.scores >= min_score
-    points = [f.take(keep) for f in pred.fields.values() if f.geometry == "points"]
-    img = draw_detections(image_bgr, pred.boxes[keep], pred.labels[keep],
-                          [n for n, k in zip(pred.names, keep) if k], pred.scores[keep])
-    thick = max(1, round(max(img.shape[:2]) / 400))
-    for f in points:
-        for i, label in enumerate(pred.labels[keep]):
-            if f.present[i]:
-                _draw_keypoints(img, f.values[i], skeleton, _color(int(label)), thick, 0.5)
-    return img
+    points = [(f.values[keep], f.present[keep]) for f in pred.fields.values()
+              if f.geometry == "points"]
+    return draw_detections(image_bgr, pred.boxes[keep], pred.labels[keep],
+                           [n for n, k in zip(pred.names, keep) if k], pred.scores[keep],
+                           points=points, skeleton=skeleton)
 
 
 def _draw_keypoints(img: np.ndarray, kpts: np.ndarray, skeleton: tuple[tuple[int, int], ...],
                     color: tuple[int, int, int], thick: int, thresh: float) -> None:
-    ok = kpts[:, 2] > thresh
+    ok = kpts[:, 2] > thresh if kpts.shape[1] > 2 else np.ones(len(kpts), bool)  # [K]
     if not ok.any():
         return
     pts = kpts[:, :2].round().astype(int)

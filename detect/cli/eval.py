@@ -7,7 +7,9 @@
         [--device cpu|cuda] [--batch N] [--save-predictions predictions.json]
 
 With ``--checkpoint`` the model predicts every image of the annotation files (read and resized
-as in training's validation) and keypoint sigmas come from the checkpoint. Images that cannot be
+as in training's validation) and every head evaluates itself (a head of one's own too, in a
+script that calls ``main(argv, heads=[...])``); keypoint sigmas come from the checkpoint unless
+``--kpt-sigmas`` is given. Images that cannot be
 read are listed on stderr (``skipped image: <file>: <reason>``) and their objects count as missed.
 
 ``--mean-pose TRAIN_JSON`` evaluates the same detections a second time with the training set's
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from detect.data.annotations import merge_coco
 from detect.evaluation import evaluate, format_table, load_predictions
+from detect.evaluation.coco_eval import keypoint_metrics
 from detect.evaluation.handedness import add_oracle_handedness
 from detect.evaluation.mean_pose import MeanPose, add_mean_pose, mean_pose
 from detect.io import atomic_write_json
@@ -126,6 +129,7 @@ def predict_with_checkpoint(args: argparse.Namespace, heads: Sequence = ()):
                                       max_pixels=det.cfg.data.max_pixels)
         if ds.ann.categories != det.categories:
             raise CliError(f"{args.annotations[0]}: categories differ from the checkpoint's")
+        args.own_sigmas = args.kpt_sigmas is not None  # the user's, over the checkpoint's
         if args.kpt_sigmas is None and det.sigmas:
             args.kpt_sigmas = list(det.sigmas)
         loader = build_loader(ds, args.batch, EpochSampler(len(ds), False), 0,
@@ -148,10 +152,13 @@ def run_evaluation(args: argparse.Namespace, gt: dict, predictions: list[dict],
     """The per-head metrics: each head's own evaluation with a checkpoint (``det``), COCO's
     evaluation of the records' fields (bbox, keypoints) for a predictions file."""
     try:
-        if det is not None:  # the keypoint head with its own sigmas
+        if det is not None:  # every head's own evaluation
             from detect.engine.inference import evaluate_heads
             names = dict(zip(det.categories.ids, det.categories.names))
             metrics = evaluate_heads(det.model, gt, predictions, names, args.backend)
+            if args.own_sigmas and "keypoints" in metrics:  # --kpt-sigmas applies to every row
+                metrics["keypoints"] = keypoint_metrics(gt, predictions, args.backend,
+                                                        args.kpt_sigmas)
         else:
             metrics = evaluate(gt, predictions, backend=args.backend, kpt_sigmas=args.kpt_sigmas)
     except ValueError as e:

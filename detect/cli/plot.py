@@ -17,10 +17,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-HEAD_OF_LOSS = {"loss_cls": "cls", "loss_box": "box", "loss_box_l1": "box", "loss_kpt": "keypoints",
-                "loss_kpt_l1": "keypoints", "loss_kpt_vis": "keypoints"}
-
-
 def read_metrics(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     if not path.is_file():
@@ -87,11 +83,14 @@ def _losses_chart(rows: list[dict]) -> Figure | None:
     loss_keys = sorted({k for r in rows for k in r if k.startswith("loss_")})
     if not loss_keys:
         return None
-    heads = sorted({HEAD_OF_LOSS.get(k, k) for k in loss_keys})
+    # each term's head, as the run recorded it (runs before that: one panel)
+    terms = next((r["head_terms"] for r in rows if "head_terms" in r), {})
+    head_of = {t: head for head, names in terms.items() for t in names}
+    heads = sorted({head_of.get(k, "losses") for k in loss_keys})
     fig, axes = plt.subplots(1, len(heads), figsize=(4.5 * len(heads), 3.5), squeeze=False)
     for ax, head in zip(axes[0], heads):
         for k in loss_keys:
-            if HEAD_OF_LOSS.get(k, k) == head:
+            if head_of.get(k, "losses") == head:
                 ax.plot(*_series(rows, k), label=k)
         ax.set_title(head)
         ax.set_xlabel("step")

@@ -180,7 +180,9 @@ class Selected:
     Attributes:
         anchor_index: [B, N] int64 index into A of each detection's anchor.
         anchors: [B, N, 4] those anchors, xyxy.
-        boxes: [B, N, 4] the detections' boxes, xyxy input pixels (clipped to the input).
+        boxes: [B, N, 4] the detections' decoded boxes, xyxy input pixels (in exported graphs
+            clipped to the input, which is the letterboxed image; in eager `detect()` not clipped:
+            a padded batch may be larger than the image).
         labels: [B, N] int64 contiguous labels.
         feature_sizes: (H_l, W_l) of each FPN level.
         strides: each level's stride in input pixels.

@@ -93,6 +93,7 @@ class KeypointHead(InstanceHead):
         self.l1_weight, self.side_weight, self.field_weight = l1_weight, side_weight, field_weight
         self.coder = coder
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float32), persistent=False)
+        self.sigma_values = tuple(float(s) for s in sigmas)  # for evaluation, as configured
         self.register_buffer("field_groups", torch.tensor(fields, dtype=torch.int64),
                              persistent=False)
         members = type_members(fields)  # [F, G]
@@ -274,4 +275,4 @@ class KeypointHead(InstanceHead):
         """COCO ``keypoints`` with this head's sigmas, where the ground truth has keypoints."""
         if not keypoint_categories(gt):
             return {}
-        return {"keypoints": keypoint_metrics(gt, predictions, backend, self.sigmas.tolist())}
+        return {"keypoints": keypoint_metrics(gt, predictions, backend, self.sigma_values)}

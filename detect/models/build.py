@@ -26,6 +26,8 @@ from detect.models.fpn import FPN
 
 PACKAGE_WEIGHTS = "package"  # model.backbone.weights: use the weights an installed package ships
 CROP_LEVEL = 1  # the backbone map the keypoint head's crop classifier reads: C4
+# names a head cannot take: the exported graph's outputs besides the heads' fields
+RESERVED_NAMES = ("boxes", "scores", "labels", "num_detections")
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,9 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
             heads["keypoints"].set_classes(torch.tensor(list(keypoint_classes), dtype=torch.bool))
     for make in extra_heads:
         head = make(ctx)
-        if not head.name or head.name in heads:
+        if not head.name or head.name in heads or head.name in RESERVED_NAMES:
             raise ValueError(f"a head given to build_model needs a name of its own, not "
-                             f"{head.name!r}")
+                             f"{head.name!r} (taken: {', '.join([*heads, *RESERVED_NAMES])})")
         heads[head.name] = head
     mean = tuple(255.0 * v for v in backbone.pixel_mean)  # inputs are 0-255
     std = tuple(255.0 * v for v in backbone.pixel_std)
@@ -106,7 +108,7 @@ def build_for_data(cfg: Config, categories: CategoryMap, keypoints: KeypointMeta
     k = model_keypoints(cfg)
     kmeta = keypoints if k else None
     if k and (kmeta is None or kmeta.num_keypoints != k):
-        raise ValueError(f"the config has {k} keypoints but the data names "
+        raise ValueError(f"the config has {k} keypoints but the keypoint metadata names "
                          f"{0 if kmeta is None else kmeta.num_keypoints}")
     model = build_model(cfg.model, categories.num_classes, k,
                         kmeta.label_mask(categories) if kmeta else None,

@@ -115,7 +115,8 @@ class MultiHeadDetector(nn.Module):
             return box_head.decode(box_pred[b, idx], anchors[idx])  # [M, 4]
 
         def fields_of(b: int, idx: Tensor, det: Detections) -> dict[str, Tensor]:
-            sel = Selected(idx[None], anchors[idx][None], det.boxes[None], det.labels[None],
+            # the decoded boxes, not clipped to the image (a padded batch is larger than it)
+            sel = Selected(idx[None], anchors[idx][None], boxes_of(b, idx)[None], det.labels[None],
                            out.feature_sizes, list(self.anchor_generator.strides), per_level)
             return {n: h.decode_detections(out.preds[n][b:b + 1], _image(out.maps.get(n), b),
                                            sel)[0]

@@ -27,6 +27,8 @@ def test_plot_writes_every_chart(tmp_path):
     rows = [{"step": s, "loss_cls": 1 / s, "loss_box": 0.5 / s, "loss_kpt": 0.9, "loss_kpt_vis": 0.2,
              "balance_weights": {"cls": 1.0, "box": 1.0 + s / 10}, "grad_norm": {"cls": 1.0},
              "grad_cosine": {"cls|box": 0.1 * (s - 3)}} for s in range(1, 6)]
+    rows[0]["head_terms"] = {"cls": ["loss_cls"], "box": ["loss_box"],  # as the trainer logs it
+                             "keypoints": ["loss_kpt", "loss_kpt_vis"]}
     recall = [i / 100 for i in range(101)]
     curve = {"recall": recall, "precision": [1 - r / 2 for r in recall]}
     lower = {"recall": recall, "precision": [0.6 - r / 4 for r in recall]}
@@ -39,6 +41,11 @@ def test_plot_writes_every_chart(tmp_path):
     box, cls, kpt = np.split(plot["losses.png"], 3, axis=1)  # a panel per head, sorted by name
     assert rise(*line(box, C0)) < -50 and rise(*line(cls, C0)) < -50  # 0.5 / s, 1 / s
     assert np.median(line(kpt, C0)[0]) < np.median(line(kpt, C1)[0])  # loss_kpt above _vis
+    rows[0].pop("head_terms")  # a run from before: every term in one panel
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert main([str(tmp_path)]) == 0
+    one = cv2.imread(str(tmp_path / "plots" / "losses.png"))
+    assert one.shape[1] < box.shape[1] * 1.5  # one panel's width, not three
     weights = plot["balance_weights.png"]
     weight_cls, weight_box = line(weights, C0), line(weights, C1)  # 1.0, 1.1 .. 1.5
     assert rise(*weight_box) > 50 and np.median(weight_box[0]) < np.median(weight_cls[0])

@@ -65,7 +65,7 @@ def tamper(state, what):
         case "class map":
             state["categories"] = {"ids": [2, 5, 9], "names": ["box", "person", "cat"]}
         case "keypoint count":
-            heads.update(num_keypoints=3, keypoint_sigmas=[0.05] * 3)
+            heads["keypoints"].update(num_keypoints=3, sigmas=[0.05] * 3)
             state["keypoints"]["names"].append("nose")
         case "architecture":
             state["config"]["model"]["backbone"]["name"] = "resnet34"
