@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from detect.benchmark.common import Options, Row, format_table, write_json
+if TYPE_CHECKING:  # torch comes with the suites, after the arguments are parsed (--help at once)
+    from detect.benchmark.common import Options, Row
 
 SUITES = ("infer", "infer-floor", "keypoints", "keypoint-cost", "train", "eval", "data",
           "accuracy", "levers", "onnx", "video")
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         print("error: --threads must be >= 1", file=sys.stderr)
         return 2
+    from detect.benchmark.common import Options, format_table, write_json
+
     opts = Options(args.quick, args.threads, args.device, args.minutes, args.repeats)
     rows = run_suite(args.suite, opts)
     print(format_table(rows))

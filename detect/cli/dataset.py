@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 
 from detect.cli.common import user_errors
-from detect.data.report import analyse, format_report, save_plots
-from detect.io import atomic_write_text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from detect.data.report import analyse, format_report, save_plots  # after parsing: --help
+    from detect.io import atomic_write_text
+
     report = analyse(args.annotations, args.images)
     print(format_report(report, ", ".join(str(p) for p in args.annotations)))
     if args.json is not None:

@@ -30,12 +30,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from detect.data.annotations import merge_coco
-from detect.evaluation import evaluate, format_table, load_predictions
-from detect.evaluation.coco_eval import keypoint_metrics
-from detect.evaluation.handedness import add_oracle_handedness
-from detect.evaluation.mean_pose import MeanPose, add_mean_pose, mean_pose
-from detect.io import atomic_write_json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what it runs is imported after the arguments are parsed (--help at once)
+    from detect.evaluation.mean_pose import MeanPose
 
 
 class CliError(Exception):
@@ -84,6 +82,7 @@ def main(argv: list[str] | None = None, heads: Sequence = ()) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.quiet:
+        from detect.evaluation import format_table
         print(format_table(metrics))
         if args.out is not None:
             print(f"metrics (per class and precision-recall curves too) -> {args.out}")
@@ -91,6 +90,7 @@ def main(argv: list[str] | None = None, heads: Sequence = ()) -> int:
 
 
 def load_ground_truth(paths: list[Path]) -> dict:
+    from detect.data.annotations import merge_coco
     try:
         return merge_coco(paths)
     except OSError as e:
@@ -104,6 +104,7 @@ def load_prediction_source(args: argparse.Namespace, heads: Sequence = ()):
     on ``--images``."""
     if args.checkpoint is not None:
         return predict_with_checkpoint(args, heads)
+    from detect.evaluation import load_predictions
     try:
         return load_predictions(args.predictions), None
     except OSError as e:
@@ -114,7 +115,7 @@ def load_prediction_source(args: argparse.Namespace, heads: Sequence = ()):
 
 def predict_with_checkpoint(args: argparse.Namespace, heads: Sequence = ()):
     from detect.api import Detector
-    from detect.cli.common import USER_ERRORS
+    from detect.cli.common import is_user_error
     from detect.data.build import EpochSampler, build_loader
     from detect.data.dataset import CocoDetection
     from detect.data.transforms import ValTransform
@@ -137,7 +138,9 @@ def predict_with_checkpoint(args: argparse.Namespace, heads: Sequence = ()):
         skipped: list[str] = []
         preds = predict_coco(det.model, loader, det.params, det.categories, det.device, skipped,
                              progress=not args.quiet and sys.stderr.isatty())
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not is_user_error(e):
+            raise
         raise CliError(str(e)) from None
     for line in skipped:  # their objects count as missed
         print(f"skipped image: {line}", file=sys.stderr)
@@ -151,6 +154,10 @@ def run_evaluation(args: argparse.Namespace, gt: dict, predictions: list[dict],
                    det=None) -> dict:
     """The per-head metrics: each head's own evaluation with a checkpoint (``det``), COCO's
     evaluation of the records' fields (bbox, keypoints) for a predictions file."""
+    from detect.evaluation import evaluate
+    from detect.evaluation.coco_eval import keypoint_metrics
+    from detect.evaluation.handedness import add_oracle_handedness
+    from detect.evaluation.mean_pose import add_mean_pose
     try:
         if det is not None:  # every head's own evaluation
             from detect.engine.inference import evaluate_heads
@@ -180,6 +187,7 @@ def run_evaluation(args: argparse.Namespace, gt: dict, predictions: list[dict],
 
 def load_mean_pose(paths: list[Path]) -> MeanPose:
     """The mean pose of the keypoint annotations in ``paths`` (merged by annotation id)."""
+    from detect.evaluation.mean_pose import mean_pose
     gt = load_ground_truth(paths)
     try:
         return mean_pose(gt)
@@ -189,6 +197,7 @@ def load_mean_pose(paths: list[Path]) -> MeanPose:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """`atomic_write_json`, with a file-system error as the user's one line."""
+    from detect.io import atomic_write_json
     try:
         atomic_write_json(path, data, indent=2)
     except OSError as e:

@@ -12,7 +12,8 @@ to ``DIR/predictions.json`` (+ drawings in ``DIR/vis/``); a video ``clip.mp4`` t
 ``DIR/clip.jsonl`` (a line per frame) and the drawn ``DIR/clip.mp4``; a stream to
 ``DIR/camera0.jsonl`` / ``DIR/stream_<host>_<path>.jsonl`` (+ ``.mp4`` with ``--save-video``).
 Other files are skipped with a note; unreadable images and videos are listed with their reason.
-Exit status 1 when nothing could be read, or with ``--strict`` when anything could not; 130 on
+Exit status 2 when no source names an image or a video, 1 when nothing could be read (a video
+without a readable frame counts as unread), or with ``--strict`` when anything could not; 130 on
 Ctrl-C (files written so far are complete and valid). Progress bars (stderr) only on a terminal.
 """
 from __future__ import annotations
@@ -24,15 +25,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-
-import cv2
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from detect.cli.common import user_errors
-from detect.data.image_io import ImageError, is_image_file, read_image
-from detect.data.video import VideoError, VideoSource, is_stream, is_video_file, source_name
-from detect.io import atomic_write_text
-from detect.records import image_records
+
+if TYPE_CHECKING:  # the CLI imports what it runs after parsing its arguments (--help at once)
+    from detect.data.video import VideoSource
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def collect_sources(sources: list[str]) -> tuple[list[Path], list[VideoSource], list[str]]:
     """(image paths, videos: files, camera indices and stream URLs, notes about skipped files);
     order is stable and de-duplicated."""
+    from detect.data.image_io import is_image_file
+    from detect.data.video import is_stream, is_video_file
+
     paths: list[Path] = []
     videos: list[VideoSource] = []
     notes: list[str] = []
@@ -110,6 +111,12 @@ def main(argv: list[str] | None = None, heads: Sequence = ()) -> int:
     paths, videos, notes = collect_sources(args.source)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
+    if not paths and not videos:
+        print(f"error: {' '.join(args.source)}: no image or video to predict on", file=sys.stderr)
+        return 2
+    from detect.data.video import VideoError, source_name
+    from detect.io import atomic_write_text
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bad: list[str] = []
@@ -126,6 +133,9 @@ def main(argv: list[str] | None = None, heads: Sequence = ()) -> int:
             summary = run_video(det, source, args, out)
         except VideoError as e:
             bad.append(f"bad video: {e}")
+            continue
+        if summary.frames == 0 and not summary.interrupted:
+            bad.append(f"bad video: {source_name(source)}: no frame could be read")
             continue
         done += 1
         if summary.interrupted:
@@ -164,6 +174,7 @@ def _report(bad: list[str]) -> None:
 
 def run_video(det, source: VideoSource, args: argparse.Namespace, out: Path):
     """One video file or stream -> ``out/<name>.jsonl`` (+ the drawn ``out/<name>.mp4``)."""
+    from detect.data.video import source_name
     from detect.vis import draw_prediction
     from detect.video import save_video_predictions
 
@@ -184,6 +195,11 @@ def run_video(det, source: VideoSource, args: argparse.Namespace, out: Path):
 
 def run_images(det, paths: list[Path], args: argparse.Namespace,
                out: Path) -> tuple[list[dict], list[str]]:
+    import cv2
+    from tqdm import tqdm
+
+    from detect.data.image_io import ImageError, read_image
+    from detect.records import image_records
     from detect.vis import draw_prediction
 
     results: list[dict] = []
