@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from timm.layers import Conv2dSame, FrozenBatchNormAct2d
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -113,3 +114,26 @@ def test_deepcopy_links_each_copied_conv_to_its_copied_batchnorm() -> None:
         twin.bn1.weight.mul_(2)
     images = torch.randn(1, 3, 64, 64)
     assert not torch.allclose(twin(images)[0], folded(images)[0])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_same_padding_as_the_convolutions_own_equals_timms_padded_input(kernel, stride) -> None:
+    """TF "SAME" padding as symmetric padding (and a leading zero tap where the padding after is
+    one more) reads the same inputs: equal to timm's `pad_same` then an unpadded convolution,
+    on even and odd sizes."""
+    from timm.layers.padding import pad_same
+
+    from detect.models.fold import same_as_symmetric
+
+    g = torch.Generator().manual_seed(kernel * 10 + stride)
+    for h, w in ((16, 16), (15, 17), (10, 9)):
+        x = torch.randn(2, 4, h, w, generator=g)
+        weight = torch.randn(4, 1, kernel, kernel, generator=g)
+        want = F.conv2d(pad_same(x, (kernel, kernel), (stride, stride), (1, 1)), weight, None,
+                        stride, 0, 1, 4)
+        w2, padding = same_as_symmetric(weight, (h, w), (stride, stride), (1, 1))
+        torch.testing.assert_close(F.conv2d(x, w2, None, stride, padding, 1, 4), want,
+                                   rtol=0, atol=0)
+        if stride == 2 and kernel > 1 and h % 2 == 0:  # the padding after is one more here
+            assert w2.shape[-2] == kernel + 1 and (w2[..., 0, :] == 0).all()
