@@ -15,7 +15,7 @@ from detect.engine.checkpoint import load_checkpoint, load_weights, stored_confi
 from detect.models.build import HeadFactory, build_for_data, build_model
 from detect.models.detector import HeadOutputs, MultiHeadDetector
 from detect.models.frozen import FrozenForward
-from detect.prediction import Prediction, masked_field
+from detect.prediction import Prediction
 from detect.structures import Detections
 from detect.tensor_files import CheckpointError
 from detect.video import predict_video
@@ -158,11 +158,9 @@ class Detector:
         d = self.model.to_original(det, s.scale, s.offset, size)
         labels = d.labels.cpu().numpy()
         ids = np.array([self.categories.category_id(int(i)) for i in labels], np.int64)
-        heads = self.model.instance_heads()
-        fields = {n: masked_field(v.cpu().numpy(), heads[n].present(d.labels).cpu().numpy(),
-                                  heads[n].geometry) for n, v in d.fields.items()}
         return Prediction(boxes=d.boxes.cpu().numpy(), scores=d.scores.cpu().numpy(), labels=ids,
-                          names=[self.categories.names[int(i)] for i in labels], fields=fields)
+                          names=[self.categories.names[int(i)] for i in labels],
+                          fields=self.model.numpy_fields(d))
 
     @property
     def sigmas(self) -> tuple[float, ...]:

@@ -24,10 +24,6 @@ class Field:
     present: np.ndarray
     geometry: Geometry
 
-    def take(self, keep: np.ndarray) -> "Field":
-        """The rows where ``keep`` [N] (bool or indices) selects."""
-        return Field(self.values[keep], self.present[keep], self.geometry)
-
 
 @dataclass
 class Prediction:

@@ -119,7 +119,7 @@ def drawn_predictions(model: MultiHeadDetector, dataset, params: PostprocessConf
     model's detections drawn (`detect.vis.draw_prediction`: boxes and every field), BGR uint8."""
     from detect.data.collate import Collate
     from detect.data.dataset import BadImage
-    from detect.prediction import Prediction, masked_field
+    from detect.prediction import Prediction
     from detect.vis import draw_prediction
 
     samples = [s for s in (dataset[i] for i in range(min(count, len(dataset))))
@@ -131,15 +131,11 @@ def drawn_predictions(model: MultiHeadDetector, dataset, params: PostprocessConf
     model.eval()
     dets = model.detect(model(batch.images.to(device)), batch.image_sizes, params)
     model.train(was_training)
-    heads, names = model.instance_heads(), dataset.ann.categories.names
+    names = dataset.ann.categories.names
     drawn = []
     for sample, d in zip(samples, dets):
-        d = Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu(),
-                       {n: v.cpu() for n, v in d.fields.items()})
-        fields = {n: masked_field(v.numpy(), heads[n].present(d.labels).numpy(), heads[n].geometry)
-                  for n, v in d.fields.items()}
-        pred = Prediction(d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(),
-                          [names[int(i)] for i in d.labels], fields)
+        pred = Prediction(d.boxes.cpu().numpy(), d.scores.cpu().numpy(), d.labels.cpu().numpy(),
+                          [names[int(i)] for i in d.labels], model.numpy_fields(d))
         drawn.append(draw_prediction(np.ascontiguousarray(sample.image[..., ::-1]), pred,
                                      skeleton, min_score))
     return drawn

@@ -66,10 +66,11 @@ class RunLog:
     def __init__(self, out_dir: Path, enabled: bool, trackers: list[Tracker], quiet: bool,
                  bar_shown: bool, weights_move: bool) -> None:
         self.metrics = MetricsLogger(out_dir, enabled, trackers)
-        self.enabled, self.trackers = enabled, trackers if enabled else []
+        self.trackers = trackers if enabled else []
         self.lines = enabled and not quiet and not bar_shown
         self.weights_move = weights_move
         self.t0, self.first_step = time.perf_counter(), 0
+        self.terms_logged = False
 
     def say(self, line: str) -> None:
         """A line on stderr where the run prints lines (rank 0, not quiet, no bar)."""
@@ -84,8 +85,12 @@ class RunLog:
     def log(self, record: dict[str, Any]) -> None:
         self.metrics.log(record)
 
-    def step(self, record: dict[str, Any], total_steps: int, bar: Any) -> None:
-        """An optimiser step's record: logged, and shown as a line or on the bar."""
+    def step(self, record: dict[str, Any], total_steps: int, bar: Any,
+             head_terms: dict[str, list[str]]) -> None:
+        """An optimiser step's record: logged (the first with ``head_terms``, which head each
+        loss term belongs to), and shown as a line or on the bar."""
+        if not self.terms_logged:
+            record, self.terms_logged = {**record, "head_terms": head_terms}, True
         self.metrics.log(record)
         elapsed = time.perf_counter() - self.t0
         done = record["step"] - self.first_step

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,6 @@ class MlflowTracker(Tracker):
         step = int(record.get("step", 0))
 
         def write() -> None:
-            import time
             now = int(time.time() * 1000)
             metrics = [self.mlflow.entities.Metric(k.replace("/", "."), v, now, step)
                        for k, v in scalars(record).items()]

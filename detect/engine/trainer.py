@@ -84,8 +84,6 @@ class Trainer:
         self.logger = RunLog(self.out, self.rank == 0, trackers, quiet, self.show_progress,
                              weights_move=cfg.train.balancing != "fixed")
         self.skipped: list[str] = []
-        self.loss_terms: dict[str, list[str]] = {}  # head -> its loss terms (the first step's)
-        self.terms_logged = False
         if resume is not None:
             self._resume(Path(resume))
 
@@ -329,7 +327,7 @@ class Trainer:
         scale = self.scaler.scale(torch.tensor(1.0 / t.accumulate, device=self.device))
         params = self.last_shared if t.balancing == "gradnorm" else self.shared_params
         info = self.balancer.backward(totals, params, scale)
-        self.loss_terms = self.loss_terms or {h: list(terms) for h, terms in raw.items()}
+        self.head_terms = {h: list(terms) for h, terms in raw.items()}  # head -> its loss terms
         flat = {k: v.item() for terms in raw.values() for k, v in terms.items()}
         flat.update({f"head_loss/{h}": sum(v.item() for v in terms.values())
                      for h, terms in raw.items()})
@@ -362,12 +360,10 @@ class Trainer:
                                 if k.startswith("head_loss/")},
                   "images_per_s": round(ips, 2)}
         record["balance_weights"] = self.balancer.effective_weights()
-        if not self.terms_logged:  # once: which head each loss term belongs to
-            record["head_terms"], self.terms_logged = self.loss_terms, True
         if self.last_grad_stats is not None:
             record.update(self.last_grad_stats)  # grad_norm, grad_cosine
             self.last_grad_stats = None
-        self.logger.step(record, self.total_steps, bar)
+        self.logger.step(record, self.total_steps, bar, self.head_terms)
 
     # ------------------------------------------------------------------ evaluation
     def eval_model(self) -> MultiHeadDetector:

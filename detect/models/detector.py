@@ -18,6 +18,7 @@ from detect.config import PostprocessConfig
 from detect.heads.base import BoxRegressionHead, Head, InstanceHead, ScoreHead, Selected
 from detect.matching import Matcher, match_batch
 from detect.nms import postprocess_lazy
+from detect.prediction import Field, masked_field
 from detect.structures import Detections, Target, field_to_original, map_to_original
 
 
@@ -141,6 +142,13 @@ class MultiHeadDetector(nn.Module):
         fields = {n: field_to_original(v, heads[n].geometry, scale, offset)
                   for n, v in det.fields.items()}
         return Detections(boxes, det.scores, det.labels, fields)
+
+    def numpy_fields(self, det: Detections) -> dict[str, Field]:
+        """Each field of ``det`` as a numpy `Field` (`detect.prediction`), the rows of classes
+        its head does not serve zeroed."""
+        heads = self.instance_heads()
+        return {n: masked_field(v.cpu().numpy(), heads[n].present(det.labels).cpu().numpy(),
+                                heads[n].geometry) for n, v in det.fields.items()}
 
 
 def _image(x: Tensor | None, b: int) -> Tensor | None:

@@ -4,12 +4,14 @@
 The fixture (tests/fixtures/checkpoint_flat_heads.pt) was made by the code of that time: the demo
 config (light model, keypoint head with crop handedness and offset field) trained 40 steps on the
 sample set, its backbone filled from a seeded generator (`fill_backbone`) so that the file need
-not hold the backbone; with three val images and that code's `Detector.predict` outputs.
+not hold the backbone, the other weights stored in float16; with two val images (PNG bytes) and
+that code's `Detector.predict` outputs with exactly those weights.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,8 @@ def old(tmp_path_factory):
     k = len(fixture["keypoints"]["names"])
     state = build_model(cfg.model, len(fixture["categories"]["ids"]), k).state_dict()
     weights = {**{n: t for n, t in state.items() if n.startswith("backbone.")},
-               **fill_backbone(state), **fixture["model"]}
+               **fill_backbone(state),
+               **{k: v.float() if v.is_floating_point() else v for k, v in fixture["model"].items()}}
     path = tmp_path_factory.mktemp("old") / "old.pt"
     torch.save({"model": weights, "ema": None, "config": fixture["config"],
                 "categories": fixture["categories"], "keypoints": fixture["keypoints"]}, path)
@@ -78,7 +81,11 @@ def _check(preds, expected) -> None:
 def test_old_checkpoint_predicts_as_before(old) -> None:
     path, fixture = old
     det = Detector.from_checkpoint(path)
-    _check(det.predict([i.numpy() for i in fixture["images"]]), fixture["expected"])
+    _check(det.predict(images(fixture)), fixture["expected"])
+
+
+def images(fixture: dict) -> list[np.ndarray]:
+    return [cv2.imdecode(b.numpy(), cv2.IMREAD_COLOR) for b in fixture["images_png"]]
 
 
 def test_old_checkpoint_exported_predicts_as_before(old, tmp_path) -> None:
@@ -87,4 +94,4 @@ def test_old_checkpoint_exported_predicts_as_before(old, tmp_path) -> None:
     path, fixture = old
     export_onnx(Detector.from_checkpoint(path), tmp_path / "old.onnx")
     det = Detector.from_onnx(tmp_path / "old.onnx")
-    _check(det.predict([i.numpy() for i in fixture["images"]]), fixture["expected"])
+    _check(det.predict(images(fixture)), fixture["expected"])
