@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import torch
 
-from detect.config import Config, keypoint_sigmas, load_config, model_keypoints, resolve_keypoints
+from detect.config import Config, load_config
+from detect.config_data import keypoint_sigmas, model_keypoints, resolve_keypoints
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import ImageInput, load_image
 from detect.data.transforms import Sample, letterbox_image
@@ -155,12 +156,8 @@ class Detector:
         return [self._to_prediction(d, s, img.shape[:2]) for d, s, img in zip(dets, samples, images)]
 
     def _to_prediction(self, det: Detections, s: Sample, size: tuple[int, int]) -> Prediction:
-        d = self.model.to_original(det, s.scale, s.offset, size)
-        labels = d.labels.cpu().numpy()
-        ids = np.array([self.categories.category_id(int(i)) for i in labels], np.int64)
-        return Prediction(boxes=d.boxes.cpu().numpy(), scores=d.scores.cpu().numpy(), labels=ids,
-                          names=[self.categories.names[int(i)] for i in labels],
-                          fields=self.model.numpy_fields(d))
+        return self.model.prediction(self.model.to_original(det, s.scale, s.offset, size),
+                                     self.categories)
 
     @property
     def sigmas(self) -> tuple[float, ...]:

@@ -22,7 +22,8 @@ from detect.config_parse import (ConfigError, build, check_keys, merge, parse_ov
                                  read_layers, where)
 from detect.io import atomic_write_text
 
-BUILT_IN_HEADS = ("cls", "box", "keypoints")
+BUILT_IN_HEADS = ("cls", "box", "keypoints", "masks")
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -122,6 +123,20 @@ class KeypointHeadConfig:
 
 
 @dataclass(frozen=True)
+class MaskHeadConfig:
+    # None: a mask head when the training annotations have segmentations (`resolve_masks`);
+    # false: none
+    enabled: bool | None = None
+    # original ids of the categories whose detections carry masks: set from the training data
+    # (the categories with at least one mask); () every category
+    category_ids: tuple[int, ...] = ()
+    num_prototypes: int = 32  # masks are combinations of this many prototype maps
+    proto_channels: int = 32  # width of the prototype network on P3
+    stride: int = 4  # input pixels per mask pixel: 4 (P3 upsampled once) or 8 (P3)
+    tower_depth: int | None = None  # the coefficients' tower; None: model.heads.tower_depth
+
+
+@dataclass(frozen=True)
 class HeadsConfig:
     """Shared settings of the heads' towers, then one section per head."""
 
@@ -130,6 +145,7 @@ class HeadsConfig:
     cls: ClassificationHeadConfig = field(default_factory=ClassificationHeadConfig)
     box: BoxHeadConfig = field(default_factory=BoxHeadConfig)
     keypoints: KeypointHeadConfig = field(default_factory=KeypointHeadConfig)
+    masks: MaskHeadConfig = field(default_factory=MaskHeadConfig)
 
 
 @dataclass(frozen=True)
@@ -258,11 +274,13 @@ def _validate(cfg: Config, origin: dict[str, str]) -> None:
             f"{where('model.anchors.sizes', origin)}: 'model.anchors.sizes' needs one size per "
             f"FPN level ({n_levels}), got {len(cfg.model.anchors.sizes)}")
     h = cfg.model.heads
-    depths = [h.tower_depth, h.cls.tower_depth, h.box.tower_depth, h.keypoints.tower_depth]
+    depths = [h.tower_depth, h.cls.tower_depth, h.box.tower_depth, h.keypoints.tower_depth,
+              h.masks.tower_depth]
     if any(d is not None and d < 0 for d in depths):
         raise ConfigError(f"{where('model.heads', origin)}: the model.heads tower depths must be "
                           ">= 0")
     _validate_keypoints(cfg, origin)
+    _validate_masks(cfg, origin)
     _validate_balancing(cfg, origin)
     t = cfg.train
     for part in t.freeze:
@@ -303,6 +321,17 @@ def _validate_keypoints(cfg: Config, origin: dict[str, str]) -> None:
                           "group: drop it from train.balance_apart")
 
 
+def _validate_masks(cfg: Config, origin: dict[str, str]) -> None:
+    m = cfg.model.heads.masks
+    key = "model.heads.masks"
+    if m.stride not in (4, 8):
+        raise ConfigError(f"{where(key + '.stride', origin)}: {key}.stride must be 4 or 8, got "
+                          f"{m.stride}")
+    if m.num_prototypes < 1 or m.proto_channels < 1:
+        raise ConfigError(f"{where(key, origin)}: {key}.num_prototypes and proto_channels must "
+                          "be >= 1")
+
+
 def _validate_balancing(cfg: Config, origin: dict[str, str]) -> None:
     t = cfg.train
     if len(set(t.balance_apart)) != len(t.balance_apart):
@@ -324,72 +353,3 @@ def _validate_balancing(cfg: Config, origin: dict[str, str]) -> None:
     if not 0 <= t.balancing_ema < 1 or t.gradnorm_lr <= 0 or t.grad_diagnostics_every < 0:
         raise ConfigError(f"{where('train', origin)}: train.balancing_ema must be in [0, 1), "
                           "train.gradnorm_lr > 0 and train.grad_diagnostics_every >= 0")
-
-
-def model_keypoints(cfg: Config) -> int:
-    """Keypoints the built model predicts: ``model.heads.keypoints.num_keypoints`` when ``train.heads``
-    includes ``keypoints``, else 0 (no keypoint head is built, trained, run or saved). A K left
-    to the data (None) counts as 0 until `resolve_keypoints` has read it from the data."""
-    return (cfg.model.heads.keypoints.num_keypoints or 0) if "keypoints" in cfg.train.heads else 0
-
-
-def keypoint_sigmas(cfg: KeypointHeadConfig) -> tuple[float, ...]:
-    """Per-keypoint OKS sigmas: the config's, or COCO's person sigmas for K == 17."""
-    if cfg.sigmas is not None:
-        return cfg.sigmas
-    if cfg.num_keypoints == COCO_PERSON_SIGMAS_LEN:
-        from detect.losses import COCO_PERSON_SIGMAS
-        return tuple(float(s) for s in COCO_PERSON_SIGMAS)
-    return ()
-
-
-def resolve_keypoints(cfg: Config, names: tuple[str, ...], source: str) -> Config:
-    """The config with its keypoint settings made concrete from the training data's keypoint
-    ``names`` (``()``: the data has no keypoints), read from ``source``:
-
-    * ``train.heads`` without ``keypoints``: box-only, whatever the data has (K = 0).
-    * K is the data's unless ``model.heads.keypoints.num_keypoints`` sets it (then they must agree); K = 0
-      trains and evaluates the other heads only.
-    * sigmas are the config's, else COCO's for COCO keypoint names (or 17 unnamed ones); any
-      other K without sigmas is a `ConfigError` saying how to give them.
-    """
-    heads = cfg.model.heads.keypoints
-    k_data = len(names)
-    if "keypoints" not in cfg.train.heads:
-        k = 0
-    elif heads.num_keypoints is None:
-        k = k_data
-    elif heads.num_keypoints != k_data:
-        raise ConfigError(f"{source}: model.heads.keypoints.num_keypoints is {heads.num_keypoints} but the "
-                          f"training annotations have {k_data} keypoints per object (leave it "
-                          "unset to follow the data, or set train.heads=[cls,box] for boxes only)")
-    else:
-        k = k_data
-    sigmas = heads.sigmas if k else None
-    if k and sigmas is None:
-        sigmas = _known_sigmas(names)
-    if k and sigmas is None:
-        raise ConfigError(f"{source}: the training annotations have {k} keypoints "
-                          f"({', '.join(names[:4])}{', ...' if k > 4 else ''}) with no known OKS "
-                          f"sigmas: set model.heads.keypoints.sigmas to {k} values, one per keypoint "
-                          "(COCO's per joint: detect.losses.COCO_PERSON_SIGMAS)")
-    if k and len(sigmas) != k:
-        raise ConfigError(f"{source}: model.heads.keypoints.sigmas has {len(sigmas)} values but the "
-                          f"training annotations have {k} keypoints per object")
-    train_heads = cfg.train.heads if k else tuple(h for h in cfg.train.heads if h != "keypoints")
-    keypoints = dataclasses.replace(heads, num_keypoints=k, sigmas=tuple(sigmas) if k else None)
-    return dataclasses.replace(
-        cfg, model=dataclasses.replace(cfg.model, heads=dataclasses.replace(
-            cfg.model.heads, keypoints=keypoints)),
-        train=dataclasses.replace(cfg.train, heads=train_heads))
-
-
-def _known_sigmas(names: tuple[str, ...]) -> tuple[float, ...] | None:
-    """COCO's person sigmas for keypoints named as COCO's (any order), or for 17 unnamed ones."""
-    from detect.losses import COCO_PERSON_KEYPOINTS, COCO_PERSON_SIGMAS
-    by_name = dict(zip(COCO_PERSON_KEYPOINTS, COCO_PERSON_SIGMAS))
-    if all(n in by_name for n in names):
-        return tuple(float(by_name[n]) for n in names)
-    if len(names) == COCO_PERSON_SIGMAS_LEN and not any(n in by_name for n in names):
-        return tuple(float(s) for s in COCO_PERSON_SIGMAS)
-    return None

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,6 +38,10 @@ class Target:
         orig_size: (height, width) of the original image.
         scale: transformed = original * scale + offset.
         offset: (x, y) offset of that mapping, in transformed pixels.
+        masks: [N, H, W] uint8 0/1 instance masks of the transformed image (unpadded), or None
+            when the dataset has no segmentations.
+        has_mask: [N] bool, with ``masks``: whether the object has a mask (False: it trains its
+            box only).
     """
 
     boxes: Tensor
@@ -48,6 +53,8 @@ class Target:
     orig_size: tuple[int, int] = (0, 0)
     scale: float = 1.0
     offset: tuple[float, float] = (0.0, 0.0)
+    masks: Tensor | None = None
+    has_mask: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.areas is None:
@@ -62,6 +69,8 @@ class Target:
             keypoints=None if self.keypoints is None else self.keypoints.to(device),
             ignore_boxes=self.ignore_boxes.to(device),
             areas=self.areas.to(device) if self.areas is not None else None,
+            masks=None if self.masks is None else self.masks.to(device),
+            has_mask=None if self.has_mask is None else self.has_mask.to(device),
         )
 
     def to_original(self, boxes: Tensor) -> Tensor:
@@ -162,21 +171,35 @@ class Matches:
         return torch.stack(out)
 
 
-Geometry = Literal["value", "points"]
+Geometry = Literal["value", "points", "mask"]
 """How a per-detection field maps from the network's input pixels to the original image's
 (`field_to_original`): ``value`` not at all (a number of the object), ``points`` [..., D >= 2]
-whose first two values are (x, y) pixels (keypoints)."""
+whose first two values are (x, y) pixels (keypoints), ``mask`` [h, w] probabilities at the
+head's stride, resampled in the detection's box and thresholded (`detect.masks`)."""
 
 
 def field_to_original(values: Any, geometry: Geometry, scale: float,
-                      offset: tuple[float, float]) -> Any:
+                      offset: tuple[float, float], size: tuple[int, int] | None = None,
+                      stride: int = 1, boxes: Any = None) -> Any:
     """A field's values (a tensor or a numpy array) in original-image pixels: the inverse of
-    ``transformed = original * scale + offset`` on the coordinates its geometry has."""
+    ``transformed = original * scale + offset`` on the coordinates its geometry has. Masks
+    need the original ``size`` (H, W), the field's ``stride`` and the detections' ``boxes``
+    [N, 4] in original pixels, and become bool [N, H, W] (`detect.masks.masks_to_original`)."""
     if geometry == "points":
         out = values * 1  # a copy, in the input's type
         out[..., 0] = (values[..., 0] - offset[0]) / scale
         out[..., 1] = (values[..., 1] - offset[1]) / scale
         return out
+    if geometry == "mask":
+        from detect.masks import masks_to_original
+
+        if size is None or boxes is None:
+            raise ValueError("a mask field needs the original size and the boxes")
+        tensor = isinstance(values, torch.Tensor)
+        probs = values.detach().float().cpu().numpy() if tensor else np.asarray(values)
+        box_array = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
+        out = masks_to_original(probs, box_array, stride, scale, offset, size)
+        return torch.from_numpy(out).to(values.device) if tensor else out
     return values
 
 
@@ -190,7 +213,8 @@ class Detections:
         labels: [N] int64 contiguous labels.
         fields: per head that decodes the final detections (`detect.heads.base.InstanceHead`),
             its values [N, ...] by the head's name, e.g. ``keypoints`` [N, K, 3]
-            ``(x, y, score)``; zeros for detections of classes the head does not serve.
+            ``(x, y, score)``, ``masks`` [N, h, w] probabilities (bool [N, H, W] in original
+            pixels); zeros for detections of classes the head does not serve.
     """
 
     boxes: Tensor

@@ -70,7 +70,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def _resolved(names: tuple[str, ...], *overrides: str):
-    from detect.config import resolve_keypoints
+    from detect.config_data import resolve_keypoints
     return resolve_keypoints(load_config("configs/demo.yaml", list(overrides)), names, "train.json")
 
 

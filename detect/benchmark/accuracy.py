@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -23,13 +24,15 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from detect.balancing import build_balancer, head_totals
 from detect.benchmark.common import Options, Row, setup
-from detect.config import Config, keypoint_sigmas, load_config, model_keypoints, resolve_keypoints
+from detect.config import Config, load_config
+from detect.config_data import keypoint_sigmas, model_keypoints, resolve_keypoints
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.data.synthetic.write import generate
-from detect.engine.inference import detections_to_coco, evaluate_model
+from detect.engine.inference import coco_records, evaluate_model
 from detect.evaluation import evaluate
 from detect.models.build import build_model
 from detect.models.detector import MultiHeadDetector
+from detect.prediction import Prediction
 from detect.structures import Batch, Detections, map_to_original
 
 DEMO = "configs/demo.yaml"
@@ -147,7 +150,11 @@ def torchvision_predictions(model: RetinaNet, loader: DataLoader, categories) ->
             h, w = t.orig_size
             d.boxes[:, 0::2] = d.boxes[:, 0::2].clamp(0, w)
             d.boxes[:, 1::2] = d.boxes[:, 1::2].clamp(0, h)
-            results += detections_to_coco(d, t.image_id, categories)
+            labels = d.labels.cpu().numpy()
+            pred = Prediction(d.boxes.cpu().numpy(), d.scores.cpu().numpy(),
+                              np.array([categories.category_id(int(i)) for i in labels]),
+                              [categories.names[int(i)] for i in labels])
+            results += coco_records(pred, t.image_id)
     return results
 
 

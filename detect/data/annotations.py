@@ -7,7 +7,8 @@ annotation that appears in two files with the same ``id`` (a person in ``instanc
 Structural problems (missing fields, unknown ids, duplicate ids in one file, keypoint lists of the
 wrong length, file names escaping the image folder) raise `DatasetError` with one line naming the
 file and the record. Degenerate boxes (NaN, non-positive size, empty, fully outside the image) are
-dropped and counted in `CocoAnnotations.dropped`.
+dropped and counted in `CocoAnnotations.dropped`. Segmentations are checked and repaired by
+`detect.data.segmentation` (counted in `CocoAnnotations.mask_log`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from detect.data.segmentation import Segmentation, SegmentationLog, clean_segmentation
 
 
 class DatasetError(ValueError):
@@ -79,7 +82,9 @@ class ImageRecord:
     """One image and its objects, in original pixels (boxes clipped to the image).
 
     boxes [N, 4] xyxy float32, labels [N] int64, keypoints [N, K, 3] float32 or None,
-    ignore_boxes [M, 4] xyxy float32 (crowd regions).
+    ignore_boxes [M, 4] xyxy float32 (crowd regions), segmentations: per object its clean
+    segmentation (`detect.data.segmentation`) or None (no mask: it trains its box only); None
+    when the dataset has no segmentations at all.
     """
 
     id: int
@@ -90,6 +95,7 @@ class ImageRecord:
     labels: np.ndarray
     keypoints: np.ndarray | None
     ignore_boxes: np.ndarray
+    segmentations: list[Segmentation | None] | None = None
 
 
 @dataclass
@@ -97,8 +103,14 @@ class CocoAnnotations:
     images: list[ImageRecord]
     categories: CategoryMap
     keypoints: KeypointMeta | None
-    gt: dict[str, Any]  # the merged COCO dict, untouched boxes, for evaluation
+    # the merged COCO dict for evaluation: boxes untouched, segmentations as cleaned (an
+    # unusable one removed)
+    gt: dict[str, Any]
     dropped: Counter = field(default_factory=Counter)  # reason -> number of boxes dropped
+    # original ids of the categories with at least one (non-crowd) mask; None: the dataset has
+    # no segmentations
+    mask_category_ids: tuple[int, ...] | None = None
+    mask_log: SegmentationLog = field(default_factory=SegmentationLog)
 
 
 def flip_pairs_from_names(names: tuple[str, ...] | list[str]) -> tuple[tuple[int, int], ...]:
@@ -232,12 +244,22 @@ def load_annotations(paths: list[str] | tuple[str, ...], keep_empty: bool = True
                                f"{ann.get('category_id')!r}")
         by_image[iid].append((i, ann))
     dropped: Counter = Counter()
+    masks = any(ann.get("segmentation") for ann in gt["annotations"])
+    log = SegmentationLog()
     records = []
     for img in gt["images"]:
-        rec = _image_record(img, by_image[img["id"]], cat_map, kmeta, kpt_cats, src, dropped)
+        rec = _image_record(img, by_image[img["id"]], cat_map, kmeta, kpt_cats, src, dropped,
+                            log if masks else None)
         if keep_empty or len(rec.labels) or len(rec.ignore_boxes):
             records.append(rec)
-    return CocoAnnotations(records, cat_map, kmeta, gt, dropped)
+    mask_ids = _mask_categories(records, cat_map) if masks else None
+    return CocoAnnotations(records, cat_map, kmeta, gt, dropped, mask_ids, log)
+
+
+def _mask_categories(records: list[ImageRecord], cat_map: CategoryMap) -> tuple[int, ...]:
+    labels = {int(label) for r in records
+              for label, seg in zip(r.labels, r.segmentations or []) if seg is not None}
+    return tuple(cat_map.category_id(i) for i in sorted(labels))
 
 
 def _keypoint_meta(categories: list[dict], src: str,
@@ -260,12 +282,16 @@ def _keypoint_meta(categories: list[dict], src: str,
 
 def _image_record(img: dict, anns: list[tuple[int, dict]], cat_map: CategoryMap,
                   kmeta: KeypointMeta | None, kpt_cats: set[int], src: str,
-                  dropped: Counter) -> ImageRecord:
+                  dropped: Counter, mask_log: SegmentationLog | None) -> ImageRecord:
+    """The image's objects; with ``mask_log`` (the dataset has segmentations) each annotation's
+    segmentation is cleaned, in the merged ``gt`` too (module docstring)."""
     w, h = img["width"], img["height"]
     k = kmeta.num_keypoints if kmeta else 0
-    boxes, labels, kpts, ignore = [], [], [], []
+    boxes, labels, kpts, ignore, segs = [], [], [], [], []
     for _, ann in anns:
         where = f"{src}: annotation id {ann['id']} (image {img['file_name']})"
+        if mask_log is not None:
+            _clean_in_place(ann, w, h, where, mask_log)
         box, reason = _clean_box(ann.get("bbox"), w, h, where)
         if box is None:
             dropped[reason] += 1
@@ -275,6 +301,7 @@ def _image_record(img: dict, anns: list[tuple[int, dict]], cat_map: CategoryMap,
             continue
         boxes.append(box)
         labels.append(cat_map.label(ann["category_id"]))
+        segs.append(ann.get("segmentation"))
         if kmeta is not None:
             kpts.append(_clean_keypoints(ann, k, ann["category_id"] in kpt_cats, w, h, where))
     return ImageRecord(
@@ -283,7 +310,17 @@ def _image_record(img: dict, anns: list[tuple[int, dict]], cat_map: CategoryMap,
         labels=np.asarray(labels, np.int64),
         keypoints=np.asarray(kpts, np.float32).reshape(-1, k, 3) if kmeta else None,
         ignore_boxes=np.asarray(ignore, np.float32).reshape(-1, 4),
+        segmentations=segs if mask_log is not None else None,
     )
+
+
+def _clean_in_place(ann: dict, w: int, h: int, where: str, log: SegmentationLog) -> None:
+    """Replace ``ann``'s segmentation by its clean form, or remove it when none is left."""
+    seg = clean_segmentation(ann.get("segmentation"), w, h, where, log)
+    if seg is None:
+        ann.pop("segmentation", None)
+    else:
+        ann["segmentation"] = seg
 
 
 def _clean_box(bbox: Any, w: int, h: int, where: str) -> tuple[list[float] | None, str]:

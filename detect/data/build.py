@@ -24,6 +24,8 @@ def build_dataset(cfg: DataConfig, split: SplitConfig, train: bool, seed: int = 
     if dropped := ds.ann.dropped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items()))
         print(f"warning: {name}: dropped {sum(dropped.values())} box(es): {reasons}")
+    for line in ds.ann.mask_log.lines():
+        print(f"warning: {name}: segmentation: {line}")
     if cfg.check_images:
         for problem in ds.check_images(drop_unreadable=cfg.on_bad_image == "skip"):
             print(f"warning: {name}: skipping unreadable image: {problem}")

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from detect.data.annotations import CocoAnnotations, DatasetError, ImageRecord, load_annotations
 from detect.data.image_io import ImageError, probe_image, read_image, resolve_inside
+from detect.data.segmentation import decode_masks
 from detect.data.transforms import Sample
 
 Transform = Callable[[Sample, np.random.Generator], Sample]
@@ -107,6 +108,9 @@ class CocoDetection(Dataset):
         sample = Sample(image=image, boxes=rec.boxes.copy(), labels=rec.labels.copy(),
                         keypoints=None if rec.keypoints is None else rec.keypoints.copy(),
                         ignore_boxes=rec.ignore_boxes.copy(), image_id=rec.id, orig_size=(h, w))
+        if rec.segmentations is not None:
+            sample.masks = decode_masks(rec.segmentations, w, h)  # [N, H, W]
+            sample.has_mask = np.array([s is not None for s in rec.segmentations], bool)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         return self.transform(sample, rng)
 
@@ -129,5 +133,8 @@ def samples_to_tensors(sample: Sample) -> tuple[torch.Tensor, "Target"]:
         ignore_boxes=torch.from_numpy(sample.ignore_boxes.astype(np.float32)).reshape(-1, 4),
         image_id=sample.image_id, orig_size=sample.orig_size, scale=sample.scale,
         offset=sample.offset,
+        masks=None if sample.masks is None else torch.from_numpy(
+            np.ascontiguousarray(sample.masks, dtype=np.uint8)),
+        has_mask=None if sample.has_mask is None else torch.from_numpy(sample.has_mask.astype(bool)),
     )
     return image, target

@@ -4,8 +4,8 @@ Val: `letterbox` (resize the longest side to ``size``, pad bottom/right), exactl
 the recorded scale and offset. Train: albumentations does the geometry that must move boxes and
 keypoints together (resize, scale jitter, pad, random crop) and the colour jitter; the horizontal
 flip is ours because it must also swap left/right keypoints. Boxes are clipped to the image; a box
-that becomes degenerate is dropped with its keypoints, and keypoints that leave the image get
-visibility 0.
+that becomes degenerate is dropped with its keypoints and mask, and keypoints that leave the image
+get visibility 0. Masks move with the image (resized with its interpolation, padded with 0).
 """
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ class Sample:
     """One image with its objects; coordinates in pixels of ``image``.
 
     image [H, W, 3] uint8 RGB; boxes [N, 4] xyxy float32; labels [N] int64; keypoints [N, K, 3]
-    float32 or None; ignore_boxes [M, 4]; transformed = original * scale + offset.
+    float32 or None; ignore_boxes [M, 4]; masks [N, H, W] uint8 0/1 or None (the dataset has no
+    segmentations) with has_mask [N] bool (False: the object has no mask, its row is zeros);
+    transformed = original * scale + offset.
     """
 
     image: np.ndarray
@@ -41,6 +43,16 @@ class Sample:
     orig_size: tuple[int, int] = (0, 0)
     scale: float = 1.0
     offset: tuple[float, float] = (0.0, 0.0)
+    masks: np.ndarray | None = None
+    has_mask: np.ndarray | None = None
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    """[N, H, W] uint8 -> [N, h, w] for ``size`` (w, h)."""
+    out = np.zeros((len(masks), size[1], size[0]), np.uint8)
+    for i, m in enumerate(masks):
+        out[i] = cv2.resize(m, size, interpolation=interpolation)
+    return out
 
 
 def letterbox(sample: Sample, size: int) -> Sample:
@@ -56,7 +68,11 @@ def letterbox(sample: Sample, size: int) -> Sample:
     if kpts is not None:
         kpts = kpts.copy()
         kpts[..., :2] *= s
-    return replace(sample, image=canvas, boxes=sample.boxes * s, keypoints=kpts,
+    masks = sample.masks
+    if masks is not None:
+        masks = np.zeros((len(masks), size, size), np.uint8)
+        masks[:, :nh, :nw] = resize_masks(sample.masks, (nw, nh), interp)
+    return replace(sample, image=canvas, boxes=sample.boxes * s, keypoints=kpts, masks=masks,
                    ignore_boxes=sample.ignore_boxes * s, scale=sample.scale * s,
                    offset=(sample.offset[0] * s, sample.offset[1] * s))
 
@@ -78,7 +94,9 @@ def hflip(sample: Sample, flip_pairs: tuple[tuple[int, int], ...]) -> Sample:
         kpts = kpts.copy()
         kpts[..., 0] = np.where(kpts[..., 2] > 0, w - kpts[..., 0], 0.0)
         kpts = kpts[:, partner_index(kpts.shape[1], flip_pairs)]
-    return replace(sample, image=image, boxes=boxes, keypoints=kpts, ignore_boxes=ignore)
+    masks = None if sample.masks is None else np.ascontiguousarray(sample.masks[:, :, ::-1])
+    return replace(sample, image=image, boxes=boxes, keypoints=kpts, ignore_boxes=ignore,
+                   masks=masks)
 
 
 def _flip_boxes(boxes: np.ndarray, w: int) -> np.ndarray:
@@ -134,8 +152,9 @@ class TrainTransform:
         all_boxes = np.concatenate([sample.boxes, sample.ignore_boxes]).reshape(-1, 4)  # [N+M, 4]
         k = 0 if sample.keypoints is None else sample.keypoints.shape[1]
         points = (sample.keypoints[..., :2].reshape(-1, 2) if k else np.zeros((0, 2), np.float32))
+        extra = {"masks": sample.masks} if sample.masks is not None and n else {}
         r = self.pipeline(image=sample.image, bboxes=all_boxes, box_index=np.arange(n + m),
-                          keypoints=points)
+                          keypoints=points, **extra)
         boxes = np.asarray(r["bboxes"], np.float32).reshape(-1, 4)  # [P, 4] survivors
         index = np.asarray(r["box_index"], np.int64).reshape(-1)
         wh = boxes[:, 2:] - boxes[:, :2]
@@ -155,4 +174,14 @@ class TrainTransform:
             kpts = kpts[index[obj]]
         return replace(sample, image=r["image"], boxes=boxes[obj],
                        labels=sample.labels[index[obj]], keypoints=kpts,
-                       ignore_boxes=boxes[~obj].reshape(-1, 4))
+                       ignore_boxes=boxes[~obj].reshape(-1, 4),
+                       **self._kept_masks(sample, r, index[obj]))
+
+    @staticmethod
+    def _kept_masks(sample: Sample, r: dict, kept: np.ndarray) -> dict:
+        """The transformed masks of the objects ``kept`` (indices into the sample's)."""
+        if sample.masks is None:
+            return {}
+        h, w = r["image"].shape[:2]
+        moved = np.asarray(r["masks"], np.uint8) if "masks" in r else np.zeros((0, h, w), np.uint8)
+        return {"masks": moved[kept].reshape(-1, h, w), "has_mask": sample.has_mask[kept]}

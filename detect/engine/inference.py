@@ -14,6 +14,8 @@ from detect.evaluation.backends import BACKENDS
 from detect.evaluation.coco_eval import check_ids
 from detect.evaluation.predictions import check_predictions
 from detect.models.detector import MultiHeadDetector
+from detect.prediction import Prediction
+from detect.records import detection_records
 from detect.structures import Detections, Target
 
 
@@ -43,32 +45,10 @@ def predict_batches(model: MultiHeadDetector, loader: DataLoader, params: Postpr
     bar.close()
 
 
-def detections_to_coco(det: Detections, image_id: int, categories: CategoryMap,
-                       present: dict[str, list[bool]] | None = None) -> list[dict]:
-    """COCO results records: bbox xywh, original category ids, and each field flattened under
-    its name (keypoints [x, y, s] * K) for detections of classes that have it (``present``:
-    field name -> [C] per class; a field not named there: every class)."""
-    boxes = det.boxes.tolist()
-    scores = det.scores.tolist()
-    labels = det.labels.tolist()
-    fields = {n: v.flatten(1).tolist() for n, v in det.fields.items()}
-    present = present or {}
-    out = []
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        rec = {"image_id": int(image_id), "category_id": categories.category_id(labels[i]),
-               "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-               "score": round(scores[i], 5)}
-        for name, values in fields.items():
-            if name not in present or present[name][labels[i]]:
-                rec[name] = [round(v, 2) for v in values[i]]
-        out.append(rec)
-    return out
-
-
-def field_classes(model: MultiHeadDetector) -> dict[str, list[bool]]:
-    """Per instance head that serves only some classes, which: [C] bool."""
-    return {n: h.classes.tolist() for n, h in model.instance_heads().items()
-            if h.classes.numel()}
+def coco_records(pred: Prediction, image_id: int) -> list[dict]:
+    """COCO results records of one image's prediction (`detect.records.detection_records`:
+    bbox xywh, original category ids, each field where the detection has it)."""
+    return [{"image_id": int(image_id), **r} for r in detection_records(pred)]
 
 
 def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: PostprocessConfig,
@@ -76,9 +56,8 @@ def predict_coco(model: MultiHeadDetector, loader: DataLoader, params: Postproce
                  skipped: list[str] | None = None, progress: bool = False) -> list[dict]:
     """COCO results for every readable image of ``loader`` (unreadable ones go to ``skipped``)."""
     results: list[dict] = []
-    present = field_classes(model)
     for t, det in predict_batches(model, loader, params, device, skipped, progress):
-        results += detections_to_coco(det, t.image_id, categories, present)
+        results += coco_records(model.prediction(det, categories), t.image_id)
     return results
 
 

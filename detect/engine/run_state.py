@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from detect.config import Config, config_to_dict, keypoint_sigmas, model_keypoints
+from detect.config import Config, config_to_dict
+from detect.config_data import keypoint_sigmas, model_keypoints
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.engine.checkpoint import stored_config
 from detect.tensor_files import CheckpointError

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from detect.balancing import (build_balancer, group_losses, group_mismatch, head_totals,
                               own_terms_gradient_only)
-from detect.config import Config, config_to_dict, model_keypoints, resolve_keypoints, save_config
+from detect.config import Config, config_to_dict, save_config
+from detect.config_data import data_notes, resolve_keypoints, resolve_masks
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.distributed import (any_rank, cleanup_distributed, gather_lists, init_distributed,
                                 local_rank)
@@ -97,11 +98,12 @@ class Trainer:
             raise TrainingError(f"model.num_classes is {cfg.model.num_classes} but the training "
                                 f"annotations have {self.categories.num_classes} categories")
         names = self.kmeta.names if self.kmeta is not None else ()
-        self.cfg = cfg = resolve_keypoints(cfg, names, cfg.data.train.annotations[0])
-        if not model_keypoints(cfg) and "keypoints" in self.cfg_requested.train.heads:
+        source = cfg.data.train.annotations[0]
+        cfg = resolve_keypoints(cfg, names, source)
+        self.cfg = cfg = resolve_masks(cfg, self.train_ds.ann.mask_category_ids, source)
+        for line in data_notes(self.cfg_requested, cfg):
             if self.rank == 0:
-                print("note: the training annotations have no keypoints: training "
-                      f"{', '.join(cfg.train.heads)}")
+                print(line)
         self.sampler = EpochSampler(len(self.train_ds), True, cfg.train.seed, self.rank, self.world)
         self.loader = build_loader(self.train_ds, cfg.train.batch_size, self.sampler,
                                    cfg.data.workers, cfg.data.size_divisor, drop_last=False)

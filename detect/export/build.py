@@ -40,7 +40,8 @@ def build_graph(det: "Detector", nms_op: NmsOp, image_size: int | None = None,
 def build_meta(det: "Detector", graph: ExportGraph, input_dtype: InputDtype) -> ExportMeta:
     p, kmeta = graph.params, det.keypoints
     ids = list(det.categories.ids)
-    fields = {name: {"geometry": head.geometry, "category_ids": head.class_ids(ids)}
+    fields = {name: {"geometry": head.geometry, "category_ids": head.class_ids(ids),
+                     **({"stride": head.stride} if head.geometry == "mask" else {})}
               for name, head in graph.model.instance_heads().items()}
     return ExportMeta(
         input_size=graph.image_size, input_dtype=input_dtype,

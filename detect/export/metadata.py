@@ -27,7 +27,9 @@ class ExportMeta:
         fields: per instance head's output (after the four detection outputs), its
             ``geometry`` (`detect.structures.Geometry`: how it maps to original pixels) and
             ``category_ids``, the categories whose detections carry it ([]: all; the rows of the
-            others are zeros).
+            others are zeros), and ``stride``: for a mask, input pixels per value (its output
+            holds [B, N, S / stride, S / stride] probabilities, zero outside each box, that
+            `detect.masks.masks_to_original` resamples and thresholds).
         score_threshold, nms_iou, max_detections, topk_per_level, class_agnostic: the
             post-processing built into the graph.
         max_pixels: images larger than this are refused when read from files.

@@ -144,7 +144,8 @@ class ExportedDetector:
         fields = {}
         for name, spec in self.meta.fields.items():
             values = field_to_original(out[name][b, :n][keep].astype(np.float32),
-                                       spec["geometry"], s.scale, s.offset)
+                                       spec["geometry"], s.scale, s.offset, size,
+                                       spec.get("stride", 1), boxes)
             ids = spec["category_ids"]
             present = np.array([not ids or int(c) in ids for c in labels], bool)
             fields[name] = masked_field(values, present, spec["geometry"])

@@ -3,6 +3,7 @@ from detect.heads.base import BoxRegressionHead, Head, InstanceHead, ScoreHead, 
 from detect.heads.box import BoxHead
 from detect.heads.classification import ClassificationHead
 from detect.heads.keypoints import KeypointHead
+from detect.heads.masks import MaskHead
 
 __all__ = ["Head", "ScoreHead", "BoxRegressionHead", "InstanceHead", "Selected", "Tower",
-           "BoxHead", "ClassificationHead", "KeypointHead"]
+           "BoxHead", "ClassificationHead", "KeypointHead", "MaskHead"]

@@ -209,6 +209,7 @@ class InstanceHead(Head):
     """
 
     geometry: Geometry = "value"
+    stride: int = 1  # a mask field's input pixels per value (`detect.structures.Geometry`)
 
     def __init__(self, in_channels: int, num_anchors: int, outputs_per_anchor: int,
                  tower: Tower | None) -> None:

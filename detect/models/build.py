@@ -13,12 +13,13 @@ import torch
 
 from detect.anchors import AnchorGenerator
 from detect.box_coder import BoxCoder
-from detect.config import (Config, ConfigError, HeadsConfig, ModelConfig, keypoint_sigmas,
-                           model_keypoints)
+from detect.config import Config, ConfigError, HeadsConfig, ModelConfig
+from detect.config_data import keypoint_sigmas, model_keypoints, model_masks
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.heads import BoxHead, ClassificationHead, Head, KeypointHead, Tower
 from detect.heads.keypoint_field import joint_groups
 from detect.heads.keypoint_side import CropHandedness
+from detect.heads.masks import MaskHead, Prototypes
 from detect.matching import ATSSMatcher, IoUMatcher
 from detect.models.backbone import build_backbone, efficientnet_lite0_weights_path
 from detect.models.detector import MultiHeadDetector
@@ -58,11 +59,13 @@ HeadFactory = Callable[[HeadContext], Head]
 def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
                 keypoint_classes: Sequence[bool] | None = None,
                 flip_pairs: Sequence[tuple[int, int]] = (),
-                extra_heads: Sequence[HeadFactory] = ()) -> MultiHeadDetector:
+                extra_heads: Sequence[HeadFactory] = (),
+                mask_classes: Sequence[bool] | None = None) -> MultiHeadDetector:
     """Wire the config to constructors. ``num_keypoints`` 0 builds no keypoint head;
     ``keypoint_classes`` [C]: which classes' detections carry keypoints (default: all);
     ``flip_pairs``: left/right keypoints (handedness, offset fields); ``extra_heads``: heads
-    of the caller's (module docstring)."""
+    of the caller's (module docstring); ``mask_classes`` [C]: a mask head serving the classes
+    marked True (None: no mask head)."""
     b = cfg.backbone
     weights = b.weights
     if weights == PACKAGE_WEIGHTS:
@@ -87,6 +90,9 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
         heads["keypoints"] = _keypoint_head(cfg.heads, ctx, num_keypoints, tuple(flip_pairs))
         if keypoint_classes is not None:
             heads["keypoints"].set_classes(torch.tensor(list(keypoint_classes), dtype=torch.bool))
+    if mask_classes is not None:
+        heads["masks"] = _mask_head(cfg.heads, ctx)
+        heads["masks"].set_classes(torch.tensor(list(mask_classes), dtype=torch.bool))
     for make in extra_heads:
         head = make(ctx)
         if not head.name or head.name in heads or head.name in RESERVED_NAMES:
@@ -112,11 +118,26 @@ def build_for_data(cfg: Config, categories: CategoryMap, keypoints: KeypointMeta
                          f"{0 if kmeta is None else kmeta.num_keypoints}")
     model = build_model(cfg.model, categories.num_classes, k,
                         kmeta.label_mask(categories) if kmeta else None,
-                        kmeta.flip_pairs if kmeta else (), extra_heads)
+                        kmeta.flip_pairs if kmeta else (), extra_heads,
+                        mask_classes(cfg, categories) if model_masks(cfg) else None)
     if missing := [h for h in cfg.train.heads if h not in model.heads]:
         raise ValueError(f"train.heads names {', '.join(missing)}: no head of this model "
                          f"({', '.join(model.heads)}; a head of one's own is given as heads=...)")
     return model
+
+
+def mask_classes(cfg: Config, categories: CategoryMap) -> list[bool]:
+    """[C] which classes the mask head serves: ``model.heads.masks.category_ids`` (set from the
+    data, `detect.config_data.resolve_masks`; () every class)."""
+    ids = cfg.model.heads.masks.category_ids
+    return [not ids or i in ids for i in categories.ids]
+
+
+def _mask_head(h: HeadsConfig, ctx: HeadContext) -> MaskHead:
+    m = h.masks
+    protos = Prototypes(ctx.channels, m.proto_channels, m.num_prototypes, m.stride)
+    return MaskHead(ctx.channels, ctx.num_anchors, ctx.tower(m.tower_depth), protos,
+                    m.num_prototypes, m.stride)
 
 
 def _build_matcher(cfg: ModelConfig) -> IoUMatcher | ATSSMatcher:

@@ -9,6 +9,9 @@ boxes, and every `InstanceHead` adds its field to the final detections.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 import torch
 from torch import Tensor, nn
@@ -18,8 +21,11 @@ from detect.config import PostprocessConfig
 from detect.heads.base import BoxRegressionHead, Head, InstanceHead, ScoreHead, Selected
 from detect.matching import Matcher, match_batch
 from detect.nms import postprocess_lazy
-from detect.prediction import Field, masked_field
+from detect.prediction import Field, Prediction, masked_field
 from detect.structures import Detections, Target, field_to_original, map_to_original
+
+if TYPE_CHECKING:
+    from detect.data.annotations import CategoryMap
 
 
 @dataclass
@@ -139,9 +145,20 @@ class MultiHeadDetector(nn.Module):
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         heads = self.instance_heads()
-        fields = {n: field_to_original(v, heads[n].geometry, scale, offset)
+        fields = {n: field_to_original(v, heads[n].geometry, scale, offset, size,
+                                       heads[n].stride, boxes)
                   for n, v in det.fields.items()}
         return Detections(boxes, det.scores, det.labels, fields)
+
+    def prediction(self, det: Detections, categories: "CategoryMap") -> Prediction:
+        """``det`` (original pixels) as a numpy `Prediction`: original category ids, names and
+        `numpy_fields`."""
+        labels = det.labels.cpu().numpy()
+        return Prediction(boxes=det.boxes.cpu().numpy(), scores=det.scores.cpu().numpy(),
+                          labels=np.array([categories.category_id(int(i)) for i in labels],
+                                          np.int64),
+                          names=[categories.names[int(i)] for i in labels],
+                          fields=self.numpy_fields(det))
 
     def numpy_fields(self, det: Detections) -> dict[str, Field]:
         """Each field of ``det`` as a numpy `Field` (`detect.prediction`), the rows of classes

@@ -1,0 +1,135 @@
+"""Instance-mask head: prototypes and per-anchor coefficients (YOLACT; Ultralytics' ``Segment``).
+
+A small network on P3 makes ``P`` prototype maps at ``stride`` (8: P3's resolution; 4: upsampled
+once), kept as the head's extra map (`Head.extra_map`). Per anchor the head predicts ``P``
+coefficients. A detection's mask is ``sigmoid(coefficients . prototypes)``, zero outside its box:
+probabilities at the mask resolution, in the network's input pixels. They become the original
+image's boolean masks in `detect.masks.masks_to_original` (bilinear, thresholded at 0.5).
+
+Loss ``loss_mask``: per positive anchor whose object has a mask, the BCE of its mask logits
+against the object's mask (area-averaged to the mask resolution: soft at the edges) over the
+mask pixels inside the object's box, averaged there (so a small object weighs as much as a large
+one); summed over those positives and divided by their number over DDP ranks (at least 1).
+Objects without a mask and images of a batch without masks add nothing; with none in the batch
+the loss is zero and still reaches every parameter of the head.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detect.distributed import loss_normalizers
+from detect.heads.base import InstanceHead, Selected, Tower
+from detect.structures import Matches, Target
+
+
+class Prototypes(nn.Module):
+    """P3 [B, F, H, W] -> [B, P, H * 8 / stride, W * 8 / stride] prototype maps: conv 3x3,
+    (nearest 2x upsampling for stride 4), conv 3x3, conv 1x1, each 3x3 with BatchNorm and ReLU."""
+
+    def __init__(self, in_channels: int, channels: int, num_prototypes: int, stride: int) -> None:
+        super().__init__()
+        self.upsample = stride == 4
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(channels, num_prototypes, 1)
+
+    def forward(self, p3: Tensor) -> Tensor:
+        x = self.conv1(p3)
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.out(self.conv2(x))
+
+
+def box_region(boxes: Tensor, height: int, width: int, stride: int) -> Tensor:
+    """[..., 4] xyxy input-pixel boxes -> [..., height, width] float 0/1: the mask pixels whose
+    centres ``(j + 0.5) * stride`` lie inside the box (``x0 <= c < x1``)."""
+    xs = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) * stride  # [W]
+    ys = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) * stride  # [H]
+    x0, y0, x1, y1 = (boxes[..., i, None] for i in range(4))  # [..., 1]
+    inside_x = ((xs >= x0) & (xs < x1)).to(boxes.dtype)  # [..., W]
+    inside_y = ((ys >= y0) & (ys < y1)).to(boxes.dtype)  # [..., H]
+    return inside_y[..., :, None] * inside_x[..., None, :]
+
+
+def mask_targets(masks: Tensor, stride: int, height: int, width: int) -> Tensor:
+    """[N, H_img, W_img] uint8 0/1 masks -> [N, height, width] float: the fraction of each mask
+    pixel's ``stride x stride`` input pixels inside the object, zero beyond the image."""
+    n, h, w = masks.shape
+    x = masks.float()[:, None]  # [N, 1, H, W]
+    x = F.pad(x, (0, width * stride - w, 0, height * stride - h))
+    return F.avg_pool2d(x, stride)[:, 0]
+
+
+class MaskHead(InstanceHead):
+    """pred [B, A, P]: the coefficients of each anchor's mask over the ``P`` prototypes of
+    `extra_map` ([B, P, H_m, W_m], see the module docstring for the loss and decoding)."""
+
+    name = "masks"
+    geometry = "mask"
+
+    def __init__(self, in_channels: int, num_anchors: int, tower: Tower | None,
+                 prototypes: Prototypes, num_prototypes: int, stride: int) -> None:
+        super().__init__(in_channels, num_anchors, num_prototypes, tower)
+        self.prototypes = prototypes
+        self.stride = stride
+
+    def extra_map(self, features: list[Tensor], levels: list[Tensor]) -> Tensor:
+        """[B, P, H_m, W_m] prototypes from P3."""
+        return self.prototypes(features[0])
+
+    def loss(self, pred: Tensor, matches: Matches, extra: Tensor | None = None
+             ) -> dict[str, Tensor]:
+        if extra is None:
+            raise ValueError("the mask head's loss needs its prototypes (extra_map)")
+        total = pred.sum() * 0.0 + extra.sum() * 0.0  # reaches every parameter
+        count = 0
+        for b, target in enumerate(matches.targets):
+            terms = self._image_loss(pred[b], extra[b], matches.matched[b], target)
+            if terms is not None:
+                total = total + terms.sum()
+                count += len(terms)
+        n = loss_normalizers(pred.new_tensor([float(count)]))[0]
+        return {"loss_mask": total / n}
+
+    def _image_loss(self, coef: Tensor, protos: Tensor, matched: Tensor, target: Target
+                    ) -> Tensor | None:
+        """coef [A, P], protos [P, H_m, W_m], matched [A] -> [M] the loss of each positive whose
+        object has a mask (None: none)."""
+        if target.masks is None or target.has_mask is None:
+            return None
+        pos = (matched >= 0).nonzero()[:, 0]
+        obj = matched[pos]
+        keep = target.has_mask[obj]
+        pos, obj = pos[keep], obj[keep]
+        if not len(pos):
+            return None
+        _, h, w = protos.shape
+        gt = mask_targets(target.masks, self.stride, h, w)[obj]  # [M, H_m, W_m]
+        logits = (coef[pos].float() @ protos.float().flatten(1)).view(-1, h, w)  # [M, H_m, W_m]
+        region = box_region(target.boxes[obj].float(), h, w, self.stride)  # [M, H_m, W_m]
+        bce = F.binary_cross_entropy_with_logits(logits, gt, reduction="none")
+        return (bce * region).sum((1, 2)) / region.sum((1, 2)).clamp(min=1.0)
+
+    def decode_detections(self, pred: Tensor, extra: Tensor | None, sel: Selected) -> Tensor:
+        """[B, N, H_m, W_m] mask probabilities of the detections, zero outside their boxes and
+        for classes without masks."""
+        if extra is None:
+            raise ValueError("the mask head's decoding needs its prototypes (extra_map)")
+        b, p, h, w = extra.shape
+        index = sel.anchor_index[..., None].expand(-1, -1, pred.shape[-1])  # [B, N, P]
+        coef = pred.gather(1, index).float()  # [B, N, P]
+        masks = torch.bmm(coef, extra.float().flatten(2)).sigmoid().view(b, -1, h, w)
+        masks = masks * box_region(sel.boxes.float(), h, w, self.stride)
+        return self.mask_detections(masks, sel.labels)
+
+    def evaluate(self, gt: dict, predictions: list[dict], backend: str,
+                 class_names: dict[int, str]) -> dict[str, dict]:
+        """COCO ``segm`` on the categories with masks (`detect.evaluation.segm`)."""
+        from detect.evaluation.segm import segm_metrics
+
+        ids = self.class_ids(list(class_names)) or None
+        return {"segm": segm_metrics(gt, predictions, backend, ids)}
