@@ -35,6 +35,7 @@ import numpy as np
 from detect.evaluation.backends import BACKENDS, Backend, run_cocoeval
 from detect.evaluation.classification import accuracy_on_matched
 from detect.evaluation.predictions import check_predictions
+from detect.evaluation.stats import named_stats, per_class_ap, pr_curve
 
 BBOX_STATS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 KEYPOINT_STATS: tuple[str, ...] = (
@@ -96,34 +97,10 @@ def bbox_metrics(
 ) -> dict:
     """COCO bbox stats plus per-class AP@[.5:.95] (categories without GT omitted)."""
     result = run_cocoeval(gt, predictions, "bbox", backend)
-    metrics = _named_stats(BBOX_STATS, result.stats)
+    metrics = named_stats(BBOX_STATS, result.stats)
     metrics["per_class"] = per_class_ap(result.precision, result.cat_ids, names)
     metrics["pr_curve"] = pr_curve(result.precision)
     return metrics
-
-
-def pr_curve(precision: np.ndarray) -> dict[str, list[float]]:
-    """Precision at COCO's 101 recall points, IoU (or OKS) 0.5, all areas, the last maxDets,
-    averaged over categories that have ground truth: ``{"recall": [...], "precision": [...]}``."""
-    p = precision[0, :, :, 0, -1]  # [R, K]
-    valid = (p > -1).any(axis=0)  # categories with ground truth
-    mean = p[:, valid].clip(min=0).mean(axis=1) if valid.any() else np.zeros(p.shape[0])
-    recall = np.linspace(0.0, 1.0, p.shape[0])
-    return {"recall": [round(float(r), 4) for r in recall],
-            "precision": [round(float(v), 6) for v in mean]}
-
-
-def per_class_ap(
-    precision: np.ndarray, cat_ids: list[int], names: dict[int, str]
-) -> dict[str, float]:
-    """AP@[.5:.95] per category from COCOeval precision [T, R, K, A, M] (area all, last maxDets)."""
-    per_class = {}
-    for k, cat_id in enumerate(cat_ids):
-        values = precision[:, :, k, 0, -1]  # [T, R]
-        values = values[values > -1]
-        if values.size:
-            per_class[names.get(cat_id, str(cat_id))] = float(np.mean(values))
-    return per_class
 
 
 def keypoint_metrics(
@@ -137,7 +114,7 @@ def keypoint_metrics(
     results = [p for p in predictions if p["category_id"] in cat_ids]
     _check_keypoint_lengths(predictions, cat_ids, k)
     result = run_cocoeval(_keypoint_gt(gt, cat_ids, k), results, "keypoints", backend, sigmas)
-    metrics = _named_stats(KEYPOINT_STATS, result.stats)
+    metrics = named_stats(KEYPOINT_STATS, result.stats)
     metrics["pr_curve"] = pr_curve(result.precision)
     return metrics
 
@@ -152,7 +129,7 @@ def class_agnostic_metrics(gt: dict, predictions: list[dict], backend: Backend) 
     }
     results = [{**p, "category_id": one["id"]} for p in predictions]
     result = run_cocoeval(agnostic_gt, results, "bbox", backend)
-    return _named_stats(AGNOSTIC_STATS, result.stats)
+    return named_stats(AGNOSTIC_STATS, result.stats)
 
 
 def keypoint_categories(gt: dict) -> dict[int, int]:
@@ -212,8 +189,3 @@ def _keypoint_gt(gt: dict, cat_ids: set[int], k: int) -> dict:
         annotations.append({**ann, "keypoints": keypoints, "num_keypoints": num_labelled})
     categories = [c for c in gt["categories"] if c["id"] in cat_ids]
     return {**gt, "categories": categories, "annotations": annotations}
-
-
-def _named_stats(names: tuple[str, ...], stats: np.ndarray) -> dict[str, float]:
-    """Name the leading COCOeval stats; ``names`` follow summarize()'s order."""
-    return {name: float(value) for name, value in zip(names, stats)}
