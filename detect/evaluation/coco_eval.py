@@ -2,7 +2,8 @@
 
 Input: a merged COCO ground-truth dict (instances + person_keypoints joined by annotation id,
 see :func:`detect.data.annotations.merge_coco`) and COCO result records
-(``image_id``, ``category_id``, ``bbox`` xywh, ``score``, optionally flat ``keypoints``).
+(``image_id``, ``category_id``, ``bbox`` xywh, ``score``, optionally flat ``keypoints`` and an
+RLE ``segmentation``).
 
 Output of :func:`evaluate` (COCO scale, 0..1; -1 where COCO has no ground truth, e.g. APs
 on a set without small objects):
@@ -16,6 +17,11 @@ on a set without small objects):
   truth has keypoint annotations. Evaluated on the keypoint categories only (categories that
   list ``keypoints`` names); their GT without keypoints, or with num_keypoints == 0, are ignored
   regions, as in COCO. Sigmas: COCO's 17 by default, required for any other K.
+* ``segm``: COCOeval "segm" AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ``per_class``,
+  ``pr_curve``, and ``mIoU`` (mean mask IoU of the detections that found their object by box)
+  with ``num_tp``, only when some prediction carries ``segmentation`` and some mask category
+  remains (:mod:`detect.evaluation.segm`: the mask categories, ground truth without masks,
+  detections without masks and the definition of mIoU).
 * ``box_class_agnostic``: COCO bbox AP, AP50 after mapping every GT and prediction to one
   category (crowd flags and areas kept). It measures box quality regardless of class; no
   class-agnostic NMS is applied, so duplicate boxes of different classes count as false
@@ -35,6 +41,7 @@ import numpy as np
 from detect.evaluation.backends import BACKENDS, Backend, run_cocoeval
 from detect.evaluation.classification import accuracy_on_matched
 from detect.evaluation.predictions import check_predictions
+from detect.evaluation.segm import mask_categories, segm_metrics
 from detect.evaluation.stats import named_stats, per_class_ap, pr_curve
 
 BBOX_STATS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -52,6 +59,7 @@ def evaluate(
     kpt_sigmas: Sequence[float] | None = None,
     class_names: dict[int, str] | None = None,
     keypoints: bool | None = None,
+    segm: bool | None = None,
 ) -> dict:
     """Evaluate every head; see the module docstring for the metrics and their definitions.
 
@@ -62,10 +70,12 @@ def evaluate(
         kpt_sigmas: [K] OKS sigmas; needed when K != 17.
         class_names: category id -> name for ``per_class``; default: the GT category names.
         keypoints: evaluate keypoints; None decides from the data (see module docstring).
+        segm: evaluate masks; None decides from the data (see module docstring).
 
     Raises:
         ValueError: unknown backend, a malformed prediction, or a prediction whose image id or
-            category id is not in the ground truth (one line naming the prediction index).
+            category id is not in the ground truth, or a segmentation of another size than
+            its image (one line naming the prediction index).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}, expected one of {BACKENDS}")
@@ -75,6 +85,8 @@ def evaluate(
     metrics: dict = {"bbox": bbox_metrics(gt, predictions, backend, names)}
     if keypoints if keypoints is not None else _wants_keypoints(gt, predictions):
         metrics["keypoints"] = keypoint_metrics(gt, predictions, backend, kpt_sigmas)
+    if segm if segm is not None else _wants_segm(gt, predictions):
+        metrics["segm"] = segm_metrics(gt, predictions, backend, class_names=names)
     metrics["box_class_agnostic"] = class_agnostic_metrics(gt, predictions, backend)
     metrics["classification"] = accuracy_on_matched(gt, predictions)
     return metrics
@@ -158,6 +170,13 @@ def _wants_keypoints(gt: dict, predictions: list[dict]) -> bool:
     )
     predicts_keypoints = not predictions or any("keypoints" in p for p in predictions)
     return gt_has_keypoints and predicts_keypoints
+
+
+def _wants_segm(gt: dict, predictions: list[dict]) -> bool:
+    """Unlike keypoints, not for empty predictions: COCO instances files have masks for every
+    category, so a box-only model would get a segm row of zeros."""
+    predicts_masks = any("segmentation" in p for p in predictions)
+    return predicts_masks and bool(mask_categories(gt, predictions))
 
 
 def _single_k(num_keypoints: dict[int, int]) -> int:
