@@ -87,7 +87,8 @@ def _fill_mask(img: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -
     mask's bounding rectangle is touched (a small object on a large image costs little)."""
     if mask.shape != img.shape[:2]:
         raise ValueError(f"a mask of size {list(mask.shape)} on an image of {list(img.shape[:2])}")
-    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    mask = np.ascontiguousarray(mask, dtype=bool)  # no copy for the bool masks of a Field
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
     if w == 0 or h == 0:
         return
     crop = img[y:y + h, x:x + w]  # a view: written through
