@@ -14,7 +14,8 @@ from detect.structures import Geometry
 class Field:
     """One instance head's output for the detections of an image.
 
-    values [N, ...] in original pixels (keypoints [N, K, 3] (x, y, score)); present [N] bool:
+    values [N, ...] in original pixels (keypoints [N, K, 3] (x, y, score); masks [N, H, W] bool
+    at the image's resolution, geometry "mask"); present [N] bool:
     whether the detection's category has the field (``person`` for COCO keypoints): the rows of
     the others are zeros and are written nowhere (COCO results, drawings, video records);
     geometry: how the values relate to the image (`detect.structures.Geometry`).
@@ -41,6 +42,8 @@ class Prediction:
 
 
 def masked_field(values: np.ndarray, present: np.ndarray, geometry: Geometry) -> Field:
-    """A `Field` whose rows where not ``present`` are zeros, as float32."""
+    """A `Field` whose rows where not ``present`` are zeros: bool values (masks [N, H, W]) stay
+    bool (False there), any other dtype becomes float32."""
     shape = (-1,) + (1,) * (values.ndim - 1)
-    return Field(np.where(present.reshape(shape), values, 0).astype(np.float32), present, geometry)
+    kept = np.where(present.reshape(shape), values, np.zeros((), values.dtype))
+    return Field(kept if values.dtype == np.bool_ else kept.astype(np.float32), present, geometry)

@@ -2,7 +2,9 @@
 
 Both come from `detection_records`, the one place where a `Prediction` becomes JSON: each
 detection's box and score, and each instance head's field under the head's name (COCO's
-``keypoints`` for the keypoint head) where the detection has it.
+``keypoints`` for the keypoint head) where the detection has it. A field of geometry "mask"
+(bool [N, H, W]) is written as COCO's ``segmentation`` instead: compressed RLE
+``{"size": [h, w], "counts": str}`` (pycocotools' encoding, exact, not rounded).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 if TYPE_CHECKING:
     from detect.prediction import Field, Prediction
@@ -18,7 +21,8 @@ if TYPE_CHECKING:
 def detection_records(pred: "Prediction") -> list[dict]:
     """One dict per detection: ``category_id``, ``bbox`` [x, y, w, h] in original pixels,
     ``score``, and per field its values flattened (``keypoints`` [x, y, score] * K) where the
-    detection has it (`_values_of`)."""
+    detection has it (`_values_of`); a mask field as ``segmentation`` (`mask_rle`) where
+    ``present``."""
     recs = []
     for i in range(len(pred.scores)):
         x0, y0, x1, y1 = (float(v) for v in pred.boxes[i])
@@ -26,11 +30,21 @@ def detection_records(pred: "Prediction") -> list[dict]:
              "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
              "score": round(float(pred.scores[i]), 5)}
         for name, f in pred.fields.items():
+            if f.geometry == "mask":
+                if i < len(f.values) and f.present[i]:
+                    r["segmentation"] = mask_rle(f.values[i])
+                continue
             values = _values_of(f, i)
             if values is not None:
                 r[name] = [round(float(v), 2) for v in values.reshape(-1)]
         recs.append(r)
     return recs
+
+
+def mask_rle(mask: np.ndarray) -> dict:
+    """COCO compressed RLE of a mask [H, W]: ``{"size": [H, W], "counts": str}`` (ASCII)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _values_of(f: "Field", i: int) -> np.ndarray | None:

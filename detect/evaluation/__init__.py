@@ -1,4 +1,4 @@
-"""Per-head COCO evaluation (bbox, keypoints, class-agnostic boxes, classification).
+"""Per-head COCO evaluation (bbox, keypoints, masks, class-agnostic boxes, classification).
 
 Ground truth comes from `detect.data.annotations.merge_coco` (the same merge as training:
 instances + person_keypoints by annotation id)."""

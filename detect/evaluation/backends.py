@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 Backend = Literal["faster", "pycocotools"]
-IouType = Literal["bbox", "keypoints"]
+IouType = Literal["bbox", "segm", "keypoints"]
 BACKENDS: tuple[str, ...] = ("faster", "pycocotools")
 
 
@@ -27,7 +27,8 @@ class CocoEvalResult:
     """What the heads need from one COCOeval run.
 
     Attributes:
-        stats: COCOeval ``stats`` in ``summarize()`` order: [12] for bbox, [10] for keypoints.
+        stats: COCOeval ``stats`` in ``summarize()`` order: [12] for bbox and segm, [10] for
+            keypoints.
         precision: COCOeval ``eval["precision"]``, [T, R, K, A, M] (IoU thresholds, recall
             thresholds, categories, area ranges, max detections); -1 where there is no GT.
         cat_ids: category id of each index along K.
@@ -50,7 +51,7 @@ def run_cocoeval(
     Args:
         gt: COCO ground-truth dict (``images``, ``categories``, ``annotations``).
         results: COCO result dicts (``image_id``, ``category_id``, ``bbox``, ``score``, ...).
-        iou_type: "bbox" or "keypoints".
+        iou_type: "bbox", "segm" (results carry RLE ``segmentation``) or "keypoints".
         backend: "faster" (faster_coco_eval) or "pycocotools".
         kpt_sigmas: [K] OKS sigmas; None keeps the library default (COCO's 17 person sigmas).
     """
@@ -63,7 +64,7 @@ def run_cocoeval(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    num_stats = 12 if iou_type == "bbox" else 10
+    num_stats = 10 if iou_type == "keypoints" else 12
     return CocoEvalResult(
         stats=np.asarray(evaluator.stats[:num_stats], dtype=np.float64),
         precision=np.asarray(evaluator.eval["precision"]),

@@ -2,7 +2,8 @@
 
 Input: a merged COCO ground-truth dict (instances + person_keypoints joined by annotation id,
 see :func:`detect.data.annotations.merge_coco`) and COCO result records
-(``image_id``, ``category_id``, ``bbox`` xywh, ``score``, optionally flat ``keypoints``).
+(``image_id``, ``category_id``, ``bbox`` xywh, ``score``, optionally flat ``keypoints`` and an
+RLE ``segmentation``).
 
 Output of :func:`evaluate` (COCO scale, 0..1; -1 where COCO has no ground truth, e.g. APs
 on a set without small objects):
@@ -16,6 +17,11 @@ on a set without small objects):
   truth has keypoint annotations. Evaluated on the keypoint categories only (categories that
   list ``keypoints`` names); their GT without keypoints, or with num_keypoints == 0, are ignored
   regions, as in COCO. Sigmas: COCO's 17 by default, required for any other K.
+* ``segm``: COCOeval "segm" AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ``per_class``,
+  ``pr_curve``, and ``mIoU`` (mean mask IoU of the detections that found their object by box)
+  with ``num_tp``, only when some prediction carries ``segmentation`` and some mask category
+  remains (:mod:`detect.evaluation.segm`: the mask categories, ground truth without masks,
+  detections without masks and the definition of mIoU).
 * ``box_class_agnostic``: COCO bbox AP, AP50 after mapping every GT and prediction to one
   category (crowd flags and areas kept). It measures box quality regardless of class; no
   class-agnostic NMS is applied, so duplicate boxes of different classes count as false
@@ -35,6 +41,8 @@ import numpy as np
 from detect.evaluation.backends import BACKENDS, Backend, run_cocoeval
 from detect.evaluation.classification import accuracy_on_matched
 from detect.evaluation.predictions import check_predictions
+from detect.evaluation.segm import mask_categories, segm_metrics
+from detect.evaluation.stats import named_stats, per_class_ap, pr_curve
 
 BBOX_STATS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 KEYPOINT_STATS: tuple[str, ...] = (
@@ -51,6 +59,7 @@ def evaluate(
     kpt_sigmas: Sequence[float] | None = None,
     class_names: dict[int, str] | None = None,
     keypoints: bool | None = None,
+    segm: bool | None = None,
 ) -> dict:
     """Evaluate every head; see the module docstring for the metrics and their definitions.
 
@@ -61,10 +70,12 @@ def evaluate(
         kpt_sigmas: [K] OKS sigmas; needed when K != 17.
         class_names: category id -> name for ``per_class``; default: the GT category names.
         keypoints: evaluate keypoints; None decides from the data (see module docstring).
+        segm: evaluate masks; None decides from the data (see module docstring).
 
     Raises:
         ValueError: unknown backend, a malformed prediction, or a prediction whose image id or
-            category id is not in the ground truth (one line naming the prediction index).
+            category id is not in the ground truth, or a segmentation of another size than
+            its image (one line naming the prediction index).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}, expected one of {BACKENDS}")
@@ -74,6 +85,8 @@ def evaluate(
     metrics: dict = {"bbox": bbox_metrics(gt, predictions, backend, names)}
     if keypoints if keypoints is not None else _wants_keypoints(gt, predictions):
         metrics["keypoints"] = keypoint_metrics(gt, predictions, backend, kpt_sigmas)
+    if segm if segm is not None else _wants_segm(gt, predictions):
+        metrics["segm"] = segm_metrics(gt, predictions, backend, class_names=names)
     metrics["box_class_agnostic"] = class_agnostic_metrics(gt, predictions, backend)
     metrics["classification"] = accuracy_on_matched(gt, predictions)
     return metrics
@@ -96,34 +109,10 @@ def bbox_metrics(
 ) -> dict:
     """COCO bbox stats plus per-class AP@[.5:.95] (categories without GT omitted)."""
     result = run_cocoeval(gt, predictions, "bbox", backend)
-    metrics = _named_stats(BBOX_STATS, result.stats)
+    metrics = named_stats(BBOX_STATS, result.stats)
     metrics["per_class"] = per_class_ap(result.precision, result.cat_ids, names)
     metrics["pr_curve"] = pr_curve(result.precision)
     return metrics
-
-
-def pr_curve(precision: np.ndarray) -> dict[str, list[float]]:
-    """Precision at COCO's 101 recall points, IoU (or OKS) 0.5, all areas, the last maxDets,
-    averaged over categories that have ground truth: ``{"recall": [...], "precision": [...]}``."""
-    p = precision[0, :, :, 0, -1]  # [R, K]
-    valid = (p > -1).any(axis=0)  # categories with ground truth
-    mean = p[:, valid].clip(min=0).mean(axis=1) if valid.any() else np.zeros(p.shape[0])
-    recall = np.linspace(0.0, 1.0, p.shape[0])
-    return {"recall": [round(float(r), 4) for r in recall],
-            "precision": [round(float(v), 6) for v in mean]}
-
-
-def per_class_ap(
-    precision: np.ndarray, cat_ids: list[int], names: dict[int, str]
-) -> dict[str, float]:
-    """AP@[.5:.95] per category from COCOeval precision [T, R, K, A, M] (area all, last maxDets)."""
-    per_class = {}
-    for k, cat_id in enumerate(cat_ids):
-        values = precision[:, :, k, 0, -1]  # [T, R]
-        values = values[values > -1]
-        if values.size:
-            per_class[names.get(cat_id, str(cat_id))] = float(np.mean(values))
-    return per_class
 
 
 def keypoint_metrics(
@@ -137,7 +126,7 @@ def keypoint_metrics(
     results = [p for p in predictions if p["category_id"] in cat_ids]
     _check_keypoint_lengths(predictions, cat_ids, k)
     result = run_cocoeval(_keypoint_gt(gt, cat_ids, k), results, "keypoints", backend, sigmas)
-    metrics = _named_stats(KEYPOINT_STATS, result.stats)
+    metrics = named_stats(KEYPOINT_STATS, result.stats)
     metrics["pr_curve"] = pr_curve(result.precision)
     return metrics
 
@@ -152,7 +141,7 @@ def class_agnostic_metrics(gt: dict, predictions: list[dict], backend: Backend) 
     }
     results = [{**p, "category_id": one["id"]} for p in predictions]
     result = run_cocoeval(agnostic_gt, results, "bbox", backend)
-    return _named_stats(AGNOSTIC_STATS, result.stats)
+    return named_stats(AGNOSTIC_STATS, result.stats)
 
 
 def keypoint_categories(gt: dict) -> dict[int, int]:
@@ -181,6 +170,13 @@ def _wants_keypoints(gt: dict, predictions: list[dict]) -> bool:
     )
     predicts_keypoints = not predictions or any("keypoints" in p for p in predictions)
     return gt_has_keypoints and predicts_keypoints
+
+
+def _wants_segm(gt: dict, predictions: list[dict]) -> bool:
+    """Unlike keypoints, not for empty predictions: COCO instances files have masks for every
+    category, so a box-only model would get a segm row of zeros."""
+    predicts_masks = any("segmentation" in p for p in predictions)
+    return predicts_masks and bool(mask_categories(gt, predictions))
 
 
 def _single_k(num_keypoints: dict[int, int]) -> int:
@@ -212,8 +208,3 @@ def _keypoint_gt(gt: dict, cat_ids: set[int], k: int) -> dict:
         annotations.append({**ann, "keypoints": keypoints, "num_keypoints": num_labelled})
     categories = [c for c in gt["categories"] if c["id"] in cat_ids]
     return {**gt, "categories": categories, "annotations": annotations}
-
-
-def _named_stats(names: tuple[str, ...], stats: np.ndarray) -> dict[str, float]:
-    """Name the leading COCOeval stats; ``names`` follow summarize()'s order."""
-    return {name: float(value) for name, value in zip(names, stats)}

@@ -1,7 +1,9 @@
 """COCO result records: structural checks and loading from a JSON file.
 
 A record is ``{"image_id": int, "category_id": int, "bbox": [x, y, w, h], "score": float}``
-plus, for keypoint heads, ``"keypoints": [x1, y1, s1, ..., xK, yK, sK]`` (s = keypoint score).
+plus, for keypoint heads, ``"keypoints": [x1, y1, s1, ..., xK, yK, sK]`` (s = keypoint score),
+and for mask heads ``"segmentation": {"size": [h, w], "counts": ...}``, COCO's RLE: ``counts`` a
+string (compressed) or a list of run lengths that sum to h * w (uncompressed).
 """
 from __future__ import annotations
 
@@ -28,6 +30,26 @@ def record_problem(record: Any) -> str | None:
         kpts = record["keypoints"]
         if not _is_number_list(kpts) or len(kpts) == 0 or len(kpts) % 3 != 0:
             return "'keypoints' must be a non-empty flat list [x, y, score] * K of finite numbers"
+    if "segmentation" in record:
+        return rle_problem(record["segmentation"])
+    return None
+
+
+def rle_problem(segm: Any) -> str | None:
+    """Why ``segm`` is not a COCO RLE ``{"size": [h, w], "counts": str | list[int]}``, or None."""
+    if not isinstance(segm, dict) or not {"size", "counts"} <= set(segm):
+        return "'segmentation' must be an RLE object with 'size' [h, w] and 'counts'"
+    size, counts = segm["size"], segm["counts"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(_is_int(v) and v >= 0 for v in size)):
+        return f"'segmentation' 'size' must be 2 integers [h, w] >= 0, got {size!r}"
+    if isinstance(counts, str):
+        return None if counts.isascii() else "'segmentation' 'counts' must be an ASCII string"
+    if not isinstance(counts, list) or not all(_is_int(v) and v >= 0 for v in counts):
+        return "'segmentation' 'counts' must be a string or a list of integers >= 0"
+    if sum(counts) != size[0] * size[1]:
+        return (f"'segmentation' 'counts' sum to {sum(counts)}, expected h * w = "
+                f"{size[0] * size[1]}")
     return None
 
 
