@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from detect.config import Config, load_config
-from detect.config_data import keypoint_sigmas, model_keypoints, resolve_keypoints
+from detect.config_data import keypoint_sigmas, model_keypoints, model_masks, resolve_keypoints
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import ImageInput, load_image
 from detect.data.transforms import Sample, letterbox_image
 from detect.engine.checkpoint import load_checkpoint, load_weights, stored_config
-from detect.models.build import HeadFactory, build_for_data, build_model
+from detect.models.build import HeadFactory, build_for_data, build_model, mask_classes
 from detect.models.detector import HeadOutputs, MultiHeadDetector
 from detect.models.frozen import FrozenForward
 from detect.prediction import Prediction
@@ -77,7 +77,9 @@ class Detector:
         """Random initialisation; class names default to ``class0..`` (model.num_classes).
         With no data to read them from, K is ``model.heads.keypoints.num_keypoints``, else the
         number of its ``sigmas``, else COCO's 17; keypoints are named ``kp0..`` and their left/right
-        pairs (handedness, flipping) are ``data.flip_pairs`` (none when unset)."""
+        pairs (handedness, flipping) are ``data.flip_pairs`` (none when unset). A mask head only
+        with ``model.heads.masks.enabled=true`` (and ``masks`` in ``train.heads``), serving
+        ``category_ids`` (1..C here) or every class."""
         cfg = load_config(path, list(overrides))
         kp = cfg.model.heads.keypoints
         k = kp.num_keypoints
@@ -96,8 +98,9 @@ class Detector:
             raise ValueError(f"data.flip_pairs {list(pairs)}: each keypoint at most once, in range "
                              f"for {k} keypoints")
         kmeta = KeypointMeta(tuple(f"kp{i}" for i in range(k)), flip_pairs=pairs) if k else None
-        return cls(build_model(cfg.model, n, k, flip_pairs=pairs, extra_heads=heads), cfg, cmap,
-                   kmeta, device)
+        masks = mask_classes(cfg, cmap) if model_masks(cfg) else None
+        return cls(build_model(cfg.model, n, k, flip_pairs=pairs, extra_heads=heads,
+                               mask_classes=masks), cfg, cmap, kmeta, device)
 
     @classmethod
     def from_torchvision(cls, source: str | Path, image_size: int | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pycocotools import mask as mask_utils
+from detect.data.segmentation import encode_mask
 
 if TYPE_CHECKING:
     from detect.prediction import Field, Prediction
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def detection_records(pred: "Prediction") -> list[dict]:
     """One dict per detection: ``category_id``, ``bbox`` [x, y, w, h] in original pixels,
     ``score``, and per field its values flattened (``keypoints`` [x, y, score] * K) where the
-    detection has it (`_values_of`); a mask field as ``segmentation`` (`mask_rle`) where
+    detection has it (`_values_of`); a mask field as ``segmentation`` (`detect.data.segmentation.encode_mask`) where
     ``present``."""
     recs = []
     for i in range(len(pred.scores)):
@@ -32,19 +32,13 @@ def detection_records(pred: "Prediction") -> list[dict]:
         for name, f in pred.fields.items():
             if f.geometry == "mask":
                 if i < len(f.values) and f.present[i]:
-                    r["segmentation"] = mask_rle(f.values[i])
+                    r["segmentation"] = encode_mask(f.values[i])
                 continue
             values = _values_of(f, i)
             if values is not None:
                 r[name] = [round(float(v), 2) for v in values.reshape(-1)]
         recs.append(r)
     return recs
-
-
-def mask_rle(mask: np.ndarray) -> dict:
-    """COCO compressed RLE of a mask [H, W]: ``{"size": [H, W], "counts": str}`` (ASCII)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _values_of(f: "Field", i: int) -> np.ndarray | None:

@@ -133,3 +133,29 @@ def keypoint_cost(opts: Options) -> list[Row]:
     row.extra.update(keypoint_head_parameters=params,
                      model_parameters=sum(p.numel() for p in with_kpts.model.parameters()))
     return [row]
+
+
+def mask_cost(opts: Options) -> list[Row]:
+    """What the mask head costs: the light box model (the demo config without keypoints, 320 px)
+    end to end with its mask head vs without, both giving exactly 20 detections per image
+    (every score at 0.5, at most 20 kept) so that 20 masks are decoded and resampled to the
+    original image, as a trained model's detections would be."""
+    setup(opts)
+    image = peers.source_image(320)
+    common = ("model.backbone.weights=null", "postprocess.max_detections=20",
+              "postprocess.score_thresh=0.0")
+    with_masks = peers.ours(DEMO, 320, 0, "dense", opts.device, (
+        *common, "model.heads.masks.enabled=true", "train.heads=[cls,box,masks]"))
+    box_only = peers.ours(DEMO, 320, 0, "dense", opts.device, (*common, "train.heads=[cls,box]"))
+    n = len(with_masks.predict(image).scores)
+    times = time_interleaved({"ours": lambda: with_masks.predict(image),
+                              "peer": lambda: box_only.predict(image)},
+                             opts.rounds(21, 3), device=opts.device)
+    row = speed_row("mask-cost", "light box model 320: with mask head / without", times,
+                    note=f"peer = the same model without its mask head; {n} detections each")
+    row.ratio, row.ratio_is = round(row.ours / row.peer, 3), "with masks / without time"
+    row.target, row.target_op = 1.20, "<="
+    params = sum(p.numel() for p in with_masks.model.heads["masks"].parameters())
+    row.extra.update(mask_head_parameters=params, detections=n,
+                     model_parameters=sum(p.numel() for p in with_masks.model.parameters()))
+    return [row]

@@ -2,7 +2,7 @@
 
     python tools/benchmark.py SUITE [--json OUT] [--threads N] [--quick] [--minutes M]
 
-Suites: infer, infer-floor, keypoints, keypoint-cost, train, eval, data, accuracy, levers, onnx,
+Suites: infer, infer-floor, keypoints, keypoint-cost, mask-cost, train, eval, data, accuracy, levers, onnx,
 video (see docs/BENCHMARKS.md). Each runs ours and the peer in this process on the same input and thread
 count, prints a table of medians and ratios, and with ``--json`` writes the rows and the
 environment. ``--quick`` uses smaller inputs and fewer repeats (a smoke test, rough numbers).
@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch comes with the suites, after the arguments are parsed (--help at once)
     from detect.benchmark.common import Options, Row
 
-SUITES = ("infer", "infer-floor", "keypoints", "keypoint-cost", "train", "eval", "data",
+SUITES = ("infer", "infer-floor", "keypoints", "keypoint-cost", "mask-cost", "train", "eval", "data",
           "accuracy", "levers", "onnx", "video")
 
 
 def run_suite(name: str, opts: Options) -> list[Row]:
     match name:  # imports per suite: eval must not pay for torchvision's detection models
-        case "infer" | "infer-floor" | "keypoints" | "keypoint-cost":
+        case "infer" | "infer-floor" | "keypoints" | "keypoint-cost" | "mask-cost":
             from detect.benchmark import inference
             return {"infer": inference.infer, "infer-floor": inference.infer_floor,
-                    "keypoints": inference.keypoints,
-                    "keypoint-cost": inference.keypoint_cost}[name](opts)
+                    "keypoints": inference.keypoints, "keypoint-cost": inference.keypoint_cost,
+                    "mask-cost": inference.mask_cost}[name](opts)
         case "train" | "data":
             from detect.benchmark import training
             return training.train(opts) if name == "train" else training.data(opts)

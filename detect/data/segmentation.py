@@ -115,13 +115,16 @@ def _clean_rle(rle: dict, width: int, height: int, where: str,
     return None
 
 
-def to_rle(seg: Segmentation, width: int, height: int) -> dict:
-    """A clean segmentation as one compressed RLE (``counts`` bytes, pycocotools' form)."""
-    if isinstance(seg, dict):
-        if isinstance(seg["counts"], list):
-            return mask_utils.frPyObjects(seg, height, width)
-        return {"size": seg["size"], "counts": seg["counts"].encode()}
-    return mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+def to_rle(seg: Segmentation, height: int, width: int) -> dict:
+    """Compressed RLE ``{"size", "counts": str}`` of a COCO segmentation (polygons, uncompressed
+    or compressed RLE), read the way pycocotools' ``annToRLE`` reads it."""
+    if isinstance(seg, list):  # polygons: one object may have several parts
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        return seg
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def decode_masks(segmentations: list[Segmentation | None], width: int, height: int) -> np.ndarray:
@@ -129,7 +132,7 @@ def decode_masks(segmentations: list[Segmentation | None], width: int, height: i
     out = np.zeros((len(segmentations), height, width), np.uint8)
     for i, seg in enumerate(segmentations):
         if seg is not None:
-            out[i] = mask_utils.decode(to_rle(seg, width, height))
+            out[i] = mask_utils.decode(to_rle(seg, height, width))
     return out
 
 

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from detect.data.segmentation import to_rle
 from detect.evaluation.backends import Backend, run_cocoeval
 from detect.evaluation.classification import greedy_match
 from detect.evaluation.stats import named_stats, per_class_ap, pr_curve
@@ -166,18 +167,6 @@ def box_matches(dets: list[dict], objects: list[dict]) -> list[tuple[dict, dict]
 def mask_iou(a: dict, b: dict) -> float:
     """IoU of two compressed RLEs of the same size."""
     return float(mask_utils.iou([a], [b], [0])[0, 0])
-
-
-def to_rle(segm: list | dict, height: int, width: int) -> dict:
-    """Compressed RLE ``{"size", "counts": str}`` of a COCO segmentation (polygons, uncompressed
-    or compressed RLE), the way pycocotools' ``annToRLE`` reads it."""
-    if isinstance(segm, list):  # polygons: one object may have several parts
-        rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
-    elif isinstance(segm["counts"], list):
-        rle = mask_utils.frPyObjects(segm, height, width)
-    else:
-        return segm
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def box_rle(bbox: list[float], height: int, width: int) -> dict:

@@ -128,8 +128,11 @@ class MaskHead(InstanceHead):
 
     def evaluate(self, gt: dict, predictions: list[dict], backend: str,
                  class_names: dict[int, str]) -> dict[str, dict]:
-        """COCO ``segm`` on the categories with masks (`detect.evaluation.segm`)."""
-        from detect.evaluation.segm import segm_metrics
+        """COCO ``segm`` on the categories this head serves that have masks in ``gt``
+        (`detect.evaluation.segm`); none when ``gt`` has no segmentation of them."""
+        from detect.evaluation.segm import mask_categories, segm_metrics
 
-        ids = self.class_ids(list(class_names)) or None
-        return {"segm": segm_metrics(gt, predictions, backend, ids)}
+        ids = set(self.class_ids(list(class_names)) or class_names) & set(mask_categories(gt))
+        if not ids:
+            return {}
+        return {"segm": segm_metrics(gt, predictions, backend, sorted(ids), class_names)}

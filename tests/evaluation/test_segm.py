@@ -17,7 +17,8 @@ from pycocotools.cocoeval import COCOeval
 from detect.cli.eval import main as eval_main
 from detect.evaluation import evaluate, format_table
 from detect.evaluation.predictions import check_predictions
-from detect.evaluation.segm import SEGM_STATS, segm_metrics, to_rle
+from detect.data.segmentation import to_rle
+from detect.evaluation.segm import SEGM_STATS, segm_metrics
 
 BACKENDS = ("faster", "pycocotools")
 FASTER_ATOL = 1e-12  # faster_coco_eval's precision lacks pycocotools' + eps (see backends.py)
