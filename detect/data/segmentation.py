@@ -87,12 +87,12 @@ def decode(rle: dict) -> np.ndarray:
 
 
 def mask_polygon(mask: np.ndarray) -> np.ndarray | None:
-    """[P, 2] float polygon (x, y) of the largest outer contour of a mask; None when empty.
+    """[P, 2] float polygon (x, y) of a mask's largest outer outline; None when it is empty.
 
-    The contour is traced (cv2.findContours) at twice the resolution, so it runs a quarter pixel
-    inside the mask's edge: pycocotools rasterises it back to the same pixels (a contour through
-    the edge pixels' centres would lose about half the perimeter). Holes are filled and other
-    parts of the mask dropped.
+    The outline runs along the pixel edges: cv2.findContours traces it at twice the resolution,
+    where its points lie a quarter pixel inside the edges, and they round to the pixel corners.
+    So pycocotools rasterises the polygon back to exactly the mask's pixels, its tight box is the
+    mask's and its area the pixel count. Holes are filled and the mask's other parts dropped.
     """
     ys, xs = np.nonzero(mask)
     if not len(xs):
@@ -102,7 +102,9 @@ def mask_polygon(mask: np.ndarray) -> np.ndarray | None:
     up = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)  # [2h, 2w]
     contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     largest = max(contours, key=cv2.contourArea).reshape(-1, 2)  # [P, 2] upsampled pixel indices
-    return (largest + 0.5) / 2 + np.array([x0, y0], np.float64)
+    corners = np.round((largest + 0.5) / 2)  # 2k -> k + 0.25 -> k, 2k + 1 -> k + 0.75 -> k + 1
+    corners = corners[np.any(corners != np.roll(corners, 1, axis=0), axis=1)]  # [P', 2]
+    return corners + np.array([x0, y0], np.float64)
 
 
 def polygon_area(flat: list[float]) -> float:
