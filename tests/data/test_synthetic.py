@@ -296,6 +296,17 @@ def test_masks_equal_drawn_pixels_minus_later_objects(monkeypatch: pytest.Monkey
     assert seen_occluded >= 10 and seen_crowd >= 5
 
 
+def test_a_lone_object_has_a_mask_whose_tight_box_is_its_box() -> None:
+    lone = 0
+    for i in range(30):
+        _, anns = make_image(np.random.default_rng([12, i]), 160, n_objects=1)
+        for a in anns:  # a placement may fail: then there is none
+            m = _decoded(a)
+            assert _tight_box(m) == a["bbox"] and m.sum() <= a["area"]
+            lone += 1
+    assert lone >= 25
+
+
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_masks_of_the_written_set(dataset: dict[str, Path], split: str) -> None:
     """Every annotation has a non-empty RLE inside its box; the masks of an image are disjoint;
