@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-$(DATA)/annotations/val.json: $(STAMP) $(wildcard detect/data/synthetic/*.py)
+$(DATA)/annotations/val.json: $(STAMP) $(wildcard detect/data/synthetic/*.py) detect/data/segmentation.py
 	$(PY) tools/make_synthetic.py --out $(DATA) --train 400 --val 100 --size 320 --seed 0
 
 data: $(DATA)/annotations/val.json

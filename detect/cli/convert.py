@@ -2,7 +2,12 @@
 
     python tools/convert.py voc2coco --xml-dir DIR [--images DIR] --out coco.json [--classes a,b,c]
     python tools/convert.py yolo2coco --labels DIR --images DIR --classes classes.txt --out coco.json
-    python tools/convert.py coco2yolo --annotations JSON [JSON ...] --out DIR
+    python tools/convert.py coco2yolo --annotations JSON [JSON ...] --out DIR [--segments]
+
+YOLO labels are box lines ``class cx cy w h`` or, Ultralytics' segmentation labels, polygon lines
+``class x1 y1 ... xn yn``. yolo2coco reads both (a polygon becomes the COCO segmentation, its tight
+box and its pixel area); coco2yolo writes box lines, or with ``--segments`` a polygon line for each
+object with a segmentation (see `detect.formats.yolo`).
 
 Conventions are in `detect.formats.voc` and `detect.formats.yolo`. Every record that is not
 converted is counted by reason, with the first few named; the exit status is 0 unless nothing was
@@ -31,7 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     voc.add_argument("--classes", help="comma-separated class names: ids 1..C in this order "
                      "(default: sorted names found); objects of other classes are dropped")
     voc.add_argument("--out", type=Path, required=True)
-    yolo = sub.add_parser("yolo2coco", help="YOLO txt labels -> COCO JSON")
+    yolo = sub.add_parser("yolo2coco", help="YOLO txt labels -> COCO JSON",
+                          description="Box lines 'class cx cy w h' and polygon lines 'class x1 "
+                          "y1 ... xn yn' (Ultralytics segmentation labels, normalised) are both "
+                          "read, also mixed in one file; a polygon becomes the segmentation, its "
+                          "tight box and its pixel area. Pose lines are not read.")
     yolo.add_argument("--labels", type=Path, required=True, help="folder of <image stem>.txt")
     yolo.add_argument("--images", type=Path, required=True)
     yolo.add_argument("--classes", type=Path, required=True, help="class list, one per line")
@@ -40,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     coco.add_argument("--annotations", type=Path, nargs="+", required=True,
                       help="COCO file(s), merged by id")
     coco.add_argument("--out", type=Path, required=True, help="output folder")
+    coco.add_argument("--segments", action="store_true",
+                      help="Ultralytics segmentation labels: an object with a segmentation is "
+                      "written as a polygon line (its largest polygon, or the outline of its RLE "
+                      "mask's largest part); objects without one keep their box line, noted "
+                      "since Ultralytics reads all lines of a file with a polygon as polygons "
+                      "(default: box lines only, YOLO detection labels)")
     return p.parse_args(argv)
 
 
@@ -51,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     coco, log, notes = _read_as_coco(args)
     kept = len(coco["annotations"])
     crowd = sum(a["iscrowd"] for a in coco["annotations"])
-    summary = (f"{len(coco['images'])} images, {kept} annotations ({crowd} iscrowd), "
-               f"{len(coco['categories'])} categories")
+    masks = sum("segmentation" in a for a in coco["annotations"])
+    summary = (f"{len(coco['images'])} images, {kept} annotations ({crowd} iscrowd, {masks} with "
+               f"a segmentation), {len(coco['categories'])} categories")
     if not _report(log, notes, bool(coco["images"]) and (kept > 0 or not log.total), summary):
         return 1
     atomic_write_text(args.out, json.dumps(coco))
@@ -61,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _coco_to_yolo(args: argparse.Namespace) -> int:
-    labels, log, notes = coco_to_yolo(args.annotations)
+    labels, log, notes = coco_to_yolo(args.annotations, segments=args.segments)
     kept = sum(text.count("\n") for text in labels.files.values())
-    summary = f"{len(labels.files)} label files, {kept} boxes, {len(labels.classes)} classes"
+    summary = (f"{len(labels.files)} label files, {kept} objects ({labels.polygons} as polygons), "
+               f"{len(labels.classes)} classes")
     if not _report(log, notes, bool(labels.files) and (kept > 0 or not log.total), summary):
         return 1
     write_yolo(labels, args.out)

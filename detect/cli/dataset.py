@@ -3,8 +3,9 @@
     python tools/dataset.py report --annotations JSON [JSON ...] --images DIR
         [--plots OUT_DIR] [--json OUT.json]
 
-Prints images, objects per class, objects per image, COCO size ranges, keypoint visibility, the
-class imbalance ratio and every problem found (see `detect.data.report`). ``--plots`` writes PNG
+Prints images, objects per class, objects per image, COCO size ranges, keypoint visibility,
+masks (polygon / RLE / none per class, mask areas, objects that will train boxes only), the class
+imbalance ratio and every problem found (see `detect.data.report`). ``--plots`` writes PNG
 charts, ``--json`` the numbers (both atomically). A dataset that cannot be read at all ends in one
 line ``error: <file>: <problem>`` and exit status 2; problems found are reported, status 0.
 """

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from detect.data.segmentation import Segmentation, SegmentationLog, clean_segmentation
+from detect.data.segmentation import SegmentationLog, clean_segmentation
 
 
 class DatasetError(ValueError):
@@ -95,7 +95,7 @@ class ImageRecord:
     labels: np.ndarray
     keypoints: np.ndarray | None
     ignore_boxes: np.ndarray
-    segmentations: list[Segmentation | None] | None = None
+    segmentations: list[list | dict | None] | None = None
 
 
 @dataclass
@@ -111,6 +111,13 @@ class CocoAnnotations:
     # no segmentations
     mask_category_ids: tuple[int, ...] | None = None
     mask_log: SegmentationLog = field(default_factory=SegmentationLog)
+    # annotation id -> its segmentation as the file had it, where cleaning changed it (reports
+    # and conversions say what the file holds)
+    raw_segmentations: dict[int, Any] = field(default_factory=dict)
+
+    def file_segmentation(self, ann: dict) -> Any:
+        """An annotation's segmentation as its file had it (``gt`` holds the clean one)."""
+        return self.raw_segmentations.get(ann["id"], ann.get("segmentation"))
 
 
 def flip_pairs_from_names(names: tuple[str, ...] | list[str]) -> tuple[tuple[int, int], ...]:
@@ -245,15 +252,15 @@ def load_annotations(paths: list[str] | tuple[str, ...], keep_empty: bool = True
         by_image[iid].append((i, ann))
     dropped: Counter = Counter()
     masks = any(ann.get("segmentation") for ann in gt["annotations"])
-    log = SegmentationLog()
+    log, raw = SegmentationLog(), {}
     records = []
     for img in gt["images"]:
         rec = _image_record(img, by_image[img["id"]], cat_map, kmeta, kpt_cats, src, dropped,
-                            log if masks else None)
+                            (log, raw) if masks else None)
         if keep_empty or len(rec.labels) or len(rec.ignore_boxes):
             records.append(rec)
     mask_ids = _mask_categories(records, cat_map) if masks else None
-    return CocoAnnotations(records, cat_map, kmeta, gt, dropped, mask_ids, log)
+    return CocoAnnotations(records, cat_map, kmeta, gt, dropped, mask_ids, log, raw)
 
 
 def _mask_categories(records: list[ImageRecord], cat_map: CategoryMap) -> tuple[int, ...]:
@@ -282,16 +289,17 @@ def _keypoint_meta(categories: list[dict], src: str,
 
 def _image_record(img: dict, anns: list[tuple[int, dict]], cat_map: CategoryMap,
                   kmeta: KeypointMeta | None, kpt_cats: set[int], src: str,
-                  dropped: Counter, mask_log: SegmentationLog | None) -> ImageRecord:
-    """The image's objects; with ``mask_log`` (the dataset has segmentations) each annotation's
-    segmentation is cleaned, in the merged ``gt`` too (module docstring)."""
+                  dropped: Counter, masks: tuple[SegmentationLog, dict] | None) -> ImageRecord:
+    """The image's objects; with ``masks`` (the dataset has segmentations: the log and the raw
+    segmentations changed) each annotation's segmentation is cleaned, in the merged ``gt`` too
+    (module docstring)."""
     w, h = img["width"], img["height"]
     k = kmeta.num_keypoints if kmeta else 0
     boxes, labels, kpts, ignore, segs = [], [], [], [], []
     for _, ann in anns:
         where = f"{src}: annotation id {ann['id']} (image {img['file_name']})"
-        if mask_log is not None:
-            _clean_in_place(ann, w, h, where, mask_log)
+        if masks is not None:
+            _clean_in_place(ann, w, h, where, *masks)
         box, reason = _clean_box(ann.get("bbox"), w, h, where)
         if box is None:
             dropped[reason] += 1
@@ -310,13 +318,18 @@ def _image_record(img: dict, anns: list[tuple[int, dict]], cat_map: CategoryMap,
         labels=np.asarray(labels, np.int64),
         keypoints=np.asarray(kpts, np.float32).reshape(-1, k, 3) if kmeta else None,
         ignore_boxes=np.asarray(ignore, np.float32).reshape(-1, 4),
-        segmentations=segs if mask_log is not None else None,
+        segmentations=segs if masks is not None else None,
     )
 
 
-def _clean_in_place(ann: dict, w: int, h: int, where: str, log: SegmentationLog) -> None:
-    """Replace ``ann``'s segmentation by its clean form, or remove it when none is left."""
+def _clean_in_place(ann: dict, w: int, h: int, where: str, log: SegmentationLog,
+                    raw: dict[int, Any]) -> None:
+    """Replace ``ann``'s segmentation by its clean form, or remove it when none is left; keep
+    the file's in ``raw`` when that changed it."""
+    before = sum(log.counts.values())
     seg = clean_segmentation(ann.get("segmentation"), w, h, where, log)
+    if sum(log.counts.values()) != before:
+        raw[ann["id"]] = ann.get("segmentation")
     if seg is None:
         ann.pop("segmentation", None)
     else:

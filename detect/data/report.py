@@ -9,6 +9,9 @@ sees: degenerate boxes dropped, boxes clipped) and checks the images on disk fro
   the clipped box area when ``area`` is absent or not a positive number.
 * keypoint visibility counts v = 0 / 1 / 2 per keypoint name over the objects of keypoint
   categories (v = 0 includes points outside the image, which validation zeroes).
+* masks (`detect.data.mask_report`): objects with a polygon or RLE ``segmentation`` per category,
+  mask pixel areas against the annotations' ``area``, objects without a mask in categories that
+  have masks; a malformed segmentation is a problem naming the annotation id.
 * problems: every box validation dropped (by reason), image files missing or unreadable, header
   sizes that differ from the JSON, file names used by two image ids, categories without objects.
 """
@@ -25,6 +28,7 @@ import numpy as np
 
 from detect.data.annotations import CocoAnnotations, _clean_box, load_annotations
 from detect.data.image_io import ImageError, probe_image, resolve_inside
+from detect.data.mask_report import MaskStats, format_masks, mask_stats
 
 SMALL, LARGE = 32.0**2, 96.0**2  # COCO area ranges
 MAX_EXAMPLES = 5
@@ -40,6 +44,7 @@ class DatasetReport:
     keypoint_visibility: dict[str, list[int]] | None  # name -> [n(v=0), n(v=1), n(v=2)]
     problems: Counter = field(default_factory=Counter)  # problem -> count
     examples: dict[str, list[str]] = field(default_factory=dict)  # problem -> first few cases
+    masks: MaskStats | None = None
 
     @property
     def num_objects(self) -> int:
@@ -80,6 +85,7 @@ class DatasetReport:
             "objects_per_class": self.objects_per_class, "objects_per_image": self.per_image_stats(),
             "sizes": self.size_counts, "imbalance_ratio": self.imbalance_ratio,
             "keypoint_visibility": self.keypoint_visibility,
+            "masks": self.masks.to_dict() if self.masks is not None else None,
             "problems": [{"problem": p, "count": n, "examples": self.examples.get(p, [])}
                          for p, n in self.problems.most_common()],
         }
@@ -99,6 +105,7 @@ def analyse(annotation_paths: list[str] | list[Path], images_dir: str | Path) ->
     )
     for reason, n in ann.dropped.items():
         report.problems[f"box dropped: {reason}"] += n
+    report.masks = mask_stats(ann, report.add_problem)
     for name, n in report.objects_per_class.items():
         if n == 0:
             report.add_problem("category without objects", name)
@@ -180,6 +187,8 @@ def format_report(report: DatasetReport, source: str = "") -> str:
                  + (f"{ratio:.2f}" if ratio is not None else "n/a"))
     if report.keypoint_visibility is not None:
         lines += _format_visibility(report.keypoint_visibility)
+    if report.masks is not None:
+        lines += format_masks(report.masks)
     lines.append("problems:" if report.problems else "problems: none")
     for problem, n in report.problems.most_common():
         cases = report.examples.get(problem)

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from detect.data.segmentation import to_rle
+from detect.data.segmentation import rle_json
 from detect.evaluation.backends import Backend, run_cocoeval
 from detect.evaluation.classification import greedy_match
 from detect.evaluation.stats import named_stats, per_class_ap, pr_curve
@@ -131,7 +131,7 @@ def segm_results(gt: dict, predictions: list[dict], cat_ids: set[int]) -> list[d
             raise ValueError(
                 f"prediction {index}: segmentation size {list(segm['size'])} is not the size "
                 f"[height, width] {[h, w]} of image {pred['image_id']}")
-        results.append({**pred, "segmentation": to_rle(segm, h, w)})
+        results.append({**pred, "segmentation": rle_json(segm, h, w)})
     return results
 
 
@@ -149,7 +149,7 @@ def matched_mask_iou(segm_gt: dict, results: list[dict]) -> dict:
     for key, dets in detections.items():
         h, w = sizes[key[0]]
         for det, obj in box_matches(dets, objects.get(key, [])):
-            ious.append(mask_iou(det["segmentation"], to_rle(obj["segmentation"], h, w)))
+            ious.append(mask_iou(det["segmentation"], rle_json(obj["segmentation"], h, w)))
     return {"mIoU": float(np.mean(ious)) if ious else 0.0, "num_tp": len(ious)}
 
 

@@ -1,4 +1,5 @@
-"""What every conversion to COCO shares: the output builder, box clipping and the drop log.
+"""What every conversion to COCO shares: the output builder, box clipping, and the logs of dropped
+records and of notes.
 
 Boxes enter as continuous-coordinate pixels ``x0, y0, x1, y1`` (pixel ``i`` covers ``[i, i+1)``,
 as in COCO); each format converts its own convention to that before calling `CocoBuilder.add_box`.
@@ -39,6 +40,23 @@ class DropLog:
         out += [f"  {n} x {reason}" for reason, n in self.counts.most_common()]
         out += ["  e.g. " + e for e in self.examples]
         return out
+
+
+@dataclass
+class NoteLog:
+    """Records converted with a change worth knowing: note -> count, plus the first case of each."""
+
+    counts: Counter = field(default_factory=Counter)
+    first: dict[str, str] = field(default_factory=dict)
+
+    def add(self, note: str, where: str) -> None:
+        """Count one record for ``note``; ``where`` names the file and the record."""
+        self.counts[note] += 1
+        self.first.setdefault(note, where)
+
+    def lines(self) -> list[str]:
+        """One line per note: its count, the note and the first case."""
+        return [f"{n} x {note} (e.g. {self.first[note]})" for note, n in self.counts.items()]
 
 
 def clip_box(x0: float, y0: float, x1: float, y1: float, width: int,
@@ -84,15 +102,20 @@ class CocoBuilder:
         return image_id
 
     def add_box(self, image_id: int, class_name: str, box: tuple[float, float, float, float],
-                iscrowd: int = 0) -> None:
-        """``box`` is clipped xyxy pixels; stored as COCO ``[x, y, w, h]`` with ``area = w * h``."""
+                iscrowd: int = 0, segmentation: list[list[float]] | None = None,
+                area: float | None = None) -> None:
+        """``box`` is clipped xyxy pixels; stored as COCO ``[x, y, w, h]``. ``area`` defaults to
+        ``w * h``; a ``segmentation`` (COCO polygons) is stored as given."""
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0
-        self.annotations.append({
+        ann = {
             "id": len(self.annotations) + 1, "image_id": image_id,
             "category_id": self.category_id[class_name], "bbox": [x0, y0, w, h],
-            "area": w * h, "iscrowd": int(iscrowd),
-        })
+            "area": w * h if area is None else area, "iscrowd": int(iscrowd),
+        }
+        if segmentation is not None:
+            ann["segmentation"] = segmentation
+        self.annotations.append(ann)
 
     def to_dict(self) -> dict[str, Any]:
         return {"images": self.images, "annotations": self.annotations,

@@ -3,6 +3,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from detect.cli.dataset import main
 from detect.data.report import analyse, format_report
@@ -92,3 +93,86 @@ def test_report_without_objects_has_no_imbalance_ratio(tmp_path, crowd):
     r = analyse([path], img_dir)
     assert r.imbalance_ratio is None and r.num_empty_images == 1 and r.num_crowd == int(crowd)
     assert "class imbalance (max/min over classes with objects): n/a" in format_report(r)
+
+
+def masks_built(tmp_path):
+    """Two 20 x 10 images. cat: a polygon (12 pixels), a compressed RLE (7 px), an uncompressed RLE
+    (5 px), two without a mask; dog: no masks at all; bird: a malformed polygon and an RLE of the
+    wrong size; a crowd region with a mask; a dropped box whose mask is not counted."""
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(img_dir / name), np.zeros((10, 20, 3), np.uint8))
+    seven = np.zeros((10, 20), np.uint8)
+    seven[1:8, 15] = 1
+    compressed = {"size": [10, 20], "counts": mask_utils.encode(np.asfortranarray(seven))["counts"]
+                  .decode()}
+    uncompressed = {"size": [10, 20], "counts": [10 * 3 + 2, 5, 200 - 37]}  # column 3, rows 2..6
+    images = [{"id": 1, "file_name": "a.png", "width": 20, "height": 10},
+              {"id": 2, "file_name": "b.png", "width": 20, "height": 10}]
+    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "bird"}]
+    rect = [[2, 2, 6, 2, 6, 5, 2, 5]]
+
+    def ann(i, image, cat, bbox, **kw):
+        return {"id": i, "image_id": image, "category_id": cat, "bbox": bbox, **kw}
+
+    anns = [
+        ann(1, 1, 1, [2, 2, 4, 3], area=12, segmentation=rect),
+        ann(2, 1, 1, [15, 1, 1, 7], area=14, segmentation=compressed),
+        ann(3, 2, 1, [3, 2, 1, 5], segmentation=uncompressed),  # no area: no ratio
+        ann(4, 2, 1, [0, 0, 5, 5]),
+        ann(5, 2, 1, [0, 0, 5, 5], segmentation=[]),
+        ann(6, 1, 2, [0, 0, 5, 5]),
+        ann(7, 2, 2, [0, 0, 5, 5]),
+        ann(8, 1, 3, [0, 0, 5, 5], segmentation=[[1, 1, 4, 1, 4]]),
+        ann(9, 2, 3, [0, 0, 5, 5], segmentation={"size": [20, 10], "counts": compressed["counts"]}),
+        ann(10, 2, 2, [0, 0, 9, 9], iscrowd=1, segmentation=compressed),
+        ann(11, 2, 1, [0, 0, 0, 5], segmentation=rect),  # zero width: dropped
+    ]
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return path, img_dir, rect
+
+
+def test_report_counts_masks_per_class_and_their_areas(tmp_path):
+    path, img_dir, rect = masks_built(tmp_path)
+    r = analyse([path], img_dir)
+    m = r.masks
+    assert m.per_class == {"cat": {"polygon": 1, "rle": 2, "none": 2, "malformed": 0},
+                           "dog": {"polygon": 0, "rle": 0, "none": 2, "malformed": 0},
+                           "bird": {"polygon": 0, "rle": 0, "none": 0, "malformed": 2}}
+    # pycocotools is the reference for the polygon's pixels
+    assert mask_utils.area(mask_utils.frPyObjects(rect, 10, 20))[0] == 12
+    assert m.areas == [12, 7, 5] and m.area_ratios == [1.0, 0.5]
+    assert m.without_mask == {"cat": 2}  # dog has no masks at all: boxes only, as expected
+    assert m.without_examples["cat"] == ["annotation id 4 (image b.png)",
+                                         "annotation id 5 (image b.png)"]
+    assert m.crowd_with_mask == 1
+    assert r.problems["malformed segmentation"] == 2
+    assert r.examples["malformed segmentation"] == [
+        "annotation id 8 (image a.png): polygon 0 has 5 numbers (an even count >= 6 needed)",
+        "annotation id 9 (image b.png): RLE size [20, 10] differs from the image's [10, 20]"]
+    summary = m.area_summary()
+    assert summary["sizes"] == {"small": 3, "medium": 0, "large": 0}
+    assert summary["pixels"]["median"] == 7 and summary["pixels"]["max"] == 12
+    assert summary["ratio_to_area"]["min"] == 0.5
+    text = format_report(r)
+    assert "masks: 1 polygon, 2 RLE, 4 objects without, 2 malformed (+ 1 crowd regions" in text
+    assert "mask area (pixels): min 5, median 7, mean 8.0, max 12; small 3" in text
+    assert "2 cat object(s) without a mask train boxes only (e.g. annotation id 4" in text
+    assert "2 x malformed segmentation  (e.g. annotation id 8 (image a.png): polygon 0" in text
+
+
+def test_report_json_holds_masks_and_no_masks_reads_none(tmp_path, capsys):
+    path, img_dir, _ = masks_built(tmp_path)
+    out = tmp_path / "r.json"
+    assert main(["report", "--annotations", str(path), "--images", str(img_dir),
+                 "--json", str(out)]) == 0
+    masks = json.loads(out.read_text())["masks"]
+    assert masks["objects"] == {"polygon": 1, "rle": 2, "none": 4, "malformed": 2}
+    assert masks["without_mask"] == {"cat": 2} and len(masks["without_mask_examples"]["cat"]) == 2
+    assert masks["areas"]["pixels"]["min"] == 5 and masks["crowd_regions_with_mask"] == 1
+    (tmp_path / "plain").mkdir()
+    plain, plain_dir = hand_built(tmp_path / "plain")
+    r = analyse([plain], plain_dir)
+    assert "masks: none" in format_report(r) and r.masks.to_dict()["areas"]["pixels"] is None

@@ -11,15 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detect.data.synthetic import scene
 from detect.data.synthetic.annotation import Drawn, annotation
 from detect.data.synthetic.categories import CATEGORIES, KEYPOINT_NAMES, PERSON_ID
 from detect.data.synthetic.scene import make_image
 from detect.data.synthetic.shapes import person_pose
 from detect.data.synthetic.write import generate
 
+# pycocotools' decode under numpy 2 warns about its own __array__; nothing of ours.
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 320
 K = len(KEYPOINT_NAMES)
@@ -227,3 +230,107 @@ def test_which_way_a_figure_faces_is_visible() -> None:
     assert set(seen) == {True, False}
     assert seen[True][0] > seen[False][0] + 40  # light face vs dark hair
     assert seen[True][1] > 30 and seen[False][1] < 40  # shirt vs plain torso
+
+
+def _decoded(ann: dict) -> np.ndarray:
+    """[H, W] bool: the annotation's segmentation decoded by pycocotools."""
+    seg = ann["segmentation"]
+    assert isinstance(seg["counts"], str) and len(seg["size"]) == 2
+    return mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode()}).astype(bool)
+
+
+def _tight_box(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1)]
+
+
+def test_mask_is_what_later_objects_leave_visible_hand_case() -> None:
+    """Box A drawn first, then B over A's right columns, then C overlapping nothing: A's mask loses
+    those columns (its tight box shrinks, its bbox does not); B and C keep all their pixels."""
+    size = 16
+    masks = [np.zeros((size, size), bool) for _ in range(3)]
+    masks[0][2:10, 2:10] = True
+    masks[1][4:8, 7:13] = True  # covers A's columns 7..9 in rows 4..7
+    masks[1][2:4, 7:10] = True  # and rows 2..3: A keeps only columns 2..6 above row 8
+    masks[2][12:15, 0:3] = True
+    owner = np.full((size, size), -1, np.int32)
+    for i, m in enumerate(masks):
+        owner[m] = i
+    anns = [annotation(Drawn(3, m), i, owner) for i, m in enumerate(masks)]
+    want_a = masks[0].copy()
+    want_a[2:8, 7:10] = False
+    assert np.array_equal(_decoded(anns[0]), want_a)
+    assert anns[0]["bbox"] == [2.0, 2.0, 8.0, 8.0] and anns[0]["area"] == 64.0  # box unchanged
+    assert _tight_box(want_a) == [2.0, 2.0, 8.0, 8.0]  # rows 8..9 still reach column 9
+    assert all(np.array_equal(_decoded(anns[i]), masks[i]) for i in (1, 2))
+    assert anns[0]["segmentation"]["size"] == [size, size]
+    masks[1][8:10, 7:10] = True  # now B hides A's columns 7..9 entirely
+    owner[masks[1]] = 1
+    covered = annotation(Drawn(3, masks[0]), 0, owner)
+    assert _tight_box(_decoded(covered)) == [2.0, 2.0, 5.0, 8.0] and covered["bbox"][2] == 8.0
+
+
+def test_masks_equal_drawn_pixels_minus_later_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-derived from each object's drawn pixels (not from the scene's owner map): object i shows
+    its pixels minus the union of the objects drawn after it. Crowd clusters included."""
+    drawn: list[Drawn] = []
+
+    def recording(obj: Drawn, index: int, owner: np.ndarray) -> dict:
+        drawn.append(obj)
+        return annotation(obj, index, owner)
+
+    monkeypatch.setattr(scene, "annotation", recording)
+    seen_occluded = seen_crowd = 0
+    for i in range(40):
+        drawn.clear()
+        _, anns = make_image(np.random.default_rng([11, i]), 160, crowd_prob=0.3)
+        later = np.zeros((160, 160), bool)
+        for obj, ann in reversed(list(zip(drawn, anns))):
+            visible = obj.mask & ~later
+            assert np.array_equal(_decoded(ann), visible)
+            seen_occluded += bool((obj.mask & later).any())
+            seen_crowd += ann["iscrowd"]
+            later |= obj.mask
+    assert seen_occluded >= 10 and seen_crowd >= 5
+
+
+def test_a_lone_object_has_a_mask_whose_tight_box_is_its_box() -> None:
+    lone = 0
+    for i in range(30):
+        _, anns = make_image(np.random.default_rng([12, i]), 160, n_objects=1)
+        for a in anns:  # a placement may fail: then there is none
+            m = _decoded(a)
+            assert _tight_box(m) == a["bbox"] and m.sum() <= a["area"]
+            lone += 1
+    assert lone >= 25
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_masks_of_the_written_set(dataset: dict[str, Path], split: str) -> None:
+    """Every annotation has a non-empty RLE inside its box; the masks of an image are disjoint;
+    an object whose mask is as wide and tall as its box is the common case; crowds have masks."""
+    data = json.loads(dataset[split].read_text())
+    by_image: dict[int, np.ndarray] = {}
+    same_box = 0
+    for a in data["annotations"]:
+        m = _decoded(a)
+        assert a["segmentation"]["size"] == [SIZE, SIZE] and m.any()
+        x, y, w, h = (int(v) for v in a["bbox"])
+        assert not m.sum() - m[y:y + h, x:x + w].sum()  # inside the box
+        assert m.sum() <= a["area"] == w * h
+        assert mask_utils.area(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))) == m.sum()
+        same_box += _tight_box(m) == a["bbox"]
+        seen = by_image.setdefault(a["image_id"], np.zeros((SIZE, SIZE), bool))
+        assert not (seen & m).any()  # disjoint
+        seen |= m
+    assert same_box >= 0.8 * len(data["annotations"])
+    assert any(a["iscrowd"] for a in data["annotations"]) == (split == "train")
+
+
+def test_perfect_masks_score_ap_one(dataset: dict[str, Path]) -> None:
+    gt = _quiet_coco(dataset["val"])
+    masks = [{"image_id": a["image_id"], "category_id": a["category_id"],
+              "segmentation": a["segmentation"], "score": 1.0}
+             for a in gt.dataset["annotations"] if not a["iscrowd"]]  # fmt: skip
+    assert _evaluate(gt, masks, "segm")[0] == pytest.approx(1.0)

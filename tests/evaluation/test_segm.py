@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 from detect.cli.eval import main as eval_main
 from detect.evaluation import evaluate, format_table
 from detect.evaluation.predictions import check_predictions
-from detect.data.segmentation import to_rle
+from detect.data.segmentation import rle_json
 from detect.evaluation.segm import SEGM_STATS, segm_metrics
 
 BACKENDS = ("faster", "pycocotools")
@@ -40,7 +40,7 @@ def uncompressed(mask: np.ndarray) -> dict:
 
 
 def decode(segm: dict | list, h: int, w: int) -> np.ndarray:
-    return mask_utils.decode(to_rle(segm, h, w)).astype(bool)
+    return mask_utils.decode(rle_json(segm, h, w)).astype(bool)
 
 
 def pycocotools_segm(gt: dict, preds: list[dict], cat_ids: list[int]) -> COCOeval:
@@ -111,7 +111,7 @@ def random_case(seed: int) -> tuple[dict, list[dict]]:
     for i, ann in enumerate(anns, start=1):
         ann["id"] = i
         if "segmentation" in ann:
-            r = to_rle(ann["segmentation"], *sizes[ann["image_id"]])
+            r = rle_json(ann["segmentation"], *sizes[ann["image_id"]])
             ann["area"] = float(mask_utils.area(r))
             ann["bbox"] = mask_utils.toBbox(r).tolist()
     gt = {"images": images, "annotations": anns,
@@ -187,7 +187,7 @@ def test_coco_mini_ground_truth_as_predictions(backend: str, val_gt: dict, val_f
     """Each non-crowd object's own mask, score 1: AP 1 (crowds take no detection), mIoU 1."""
     sizes = {img["id"]: (img["height"], img["width"]) for img in val_gt["images"]}
     preds = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-              "score": 1.0, "segmentation": to_rle(a["segmentation"], *sizes[a["image_id"]])}
+              "score": 1.0, "segmentation": rle_json(a["segmentation"], *sizes[a["image_id"]])}
              for a in val_gt["annotations"] if not a["iscrowd"]]
     segm = evaluate(val_gt, preds, backend=backend)["segm"]
     for stat in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "mIoU"):
@@ -216,7 +216,7 @@ def tiny_gt(annotations: list[dict]) -> dict:
     for i, ann in enumerate(annotations, start=1):
         ann.update(id=i, image_id=1, iscrowd=ann.get("iscrowd", 0))
         if ann.get("segmentation"):
-            r = to_rle(ann["segmentation"], 40, 40)
+            r = rle_json(ann["segmentation"], 40, 40)
             ann.setdefault("bbox", mask_utils.toBbox(r).tolist())
             ann.setdefault("area", float(mask_utils.area(r)))
     return {"images": [{"id": 1, "height": 40, "width": 40, "file_name": "1.jpg"}],

@@ -1,9 +1,12 @@
-"""A drawn object's COCO annotation: its tight box, and keypoints with visibility."""
+"""A drawn object's COCO annotation: its tight box, its visible pixels as an RLE mask, and keypoints
+with visibility."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from detect.data.segmentation import encode_mask
 
 MIN_KEYPOINT_AREA = 32.0**2  # COCO: small persons carry no keypoint labels
 
@@ -19,12 +22,18 @@ class Drawn:
 
 
 def annotation(obj: Drawn, index: int, owner: np.ndarray) -> dict:
-    """COCO fields of one drawn object (``id`` and ``image_id`` are added by the caller)."""
+    """COCO fields of one drawn object (``id`` and ``image_id`` are added by the caller).
+
+    ``owner`` [H, W] int: index of the object that drew each pixel last (-1: none). The box covers
+    everything the object drew (``obj.mask``); the segmentation only the pixels it still shows,
+    ``owner == index``.
+    """
     ys, xs = np.nonzero(obj.mask)
     x0, y0 = int(xs.min()), int(ys.min())
     w, h = int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1
     ann = {"category_id": obj.category_id, "bbox": [float(x0), float(y0), float(w), float(h)],
-           "area": float(w * h), "iscrowd": obj.iscrowd}  # fmt: skip
+           "area": float(w * h), "iscrowd": obj.iscrowd,
+           "segmentation": encode_mask(owner == index)}  # fmt: skip
     if obj.keypoints is not None:
         size = owner.shape[0]
         small = w * h < MIN_KEYPOINT_AREA
