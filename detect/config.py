@@ -134,6 +134,7 @@ class MaskHeadConfig:
     proto_channels: int = 32  # width of the prototype network on P3
     stride: int = 4  # input pixels per mask pixel: 4 (P3 upsampled once) or 8 (P3)
     tower_depth: int | None = None  # the coefficients' tower; None: model.heads.tower_depth
+    dice_weight: float = 1.0  # the dice term beside the BCE in the mask loss
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 
 THRESHOLD = 0.5  # a pixel belongs to the object when its resampled probability is above this
+LOGIT_THRESHOLD = float(np.log(THRESHOLD / (1 - THRESHOLD)))
+EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before they become logits
 
 
 def masks_to_original(probs: np.ndarray, boxes: np.ndarray, stride: int, scale: float,
@@ -27,14 +29,16 @@ def masks_to_original(probs: np.ndarray, boxes: np.ndarray, stride: int, scale: 
     # original pixel x (centre x + 0.5) -> input (x + 0.5) * scale + ox -> mask u = input / s - 0.5
     bx = (0.5 * scale + offset[0]) / stride - 0.5
     by = (0.5 * scale + offset[1]) / stride - 0.5
+    p = np.clip(np.asarray(probs, np.float32), EPS, 1 - EPS)
+    logits = np.log(p) - np.log1p(-p)  # resampled as logits, as the loss reads them
     for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
         c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
         c1, r1 = min(width, math.ceil(x1)), min(height, math.ceil(y1))
         if c1 <= c0 or r1 <= r0:
             continue
         m = np.array([[a, 0.0, a * c0 + bx], [0.0, a, a * r0 + by]])
-        crop = cv2.warpAffine(np.ascontiguousarray(probs[i], np.float32), m, (c1 - c0, r1 - r0),
+        crop = cv2.warpAffine(logits[i], m, (c1 - c0, r1 - r0),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-        out[i, r0:r1, c0:c1] = crop > THRESHOLD
+                              borderMode=cv2.BORDER_REPLICATE)
+        out[i, r0:r1, c0:c1] = crop > LOGIT_THRESHOLD
     return out

@@ -5,8 +5,12 @@ For each dataset (the synthetic sample set; coco-mini person boxes + keypoints),
 budget of optimiser steps: box-only vs box + keypoints, then every loss-balancing strategy with
 gradient diagnostics on. Writes RUN/<dataset>/<variant>/ (a normal training run each) and prints
 a markdown table of per-head AP, the gradient-conflict summary, parameters and latency.
+``--subsets`` instead trains every subset of the instance heads beside cls and box (the demo
+config as it is otherwise) at each of ``--seeds`` and prints each head's AP, mean and range.
 
     python tools/multihead_experiment.py --out runs/multihead --steps 150 [--datasets synthetic coco-mini]
+    python tools/multihead_experiment.py --out runs/subsets --steps 100 --datasets synthetic \
+        --subsets --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -42,8 +46,35 @@ def dataset_overrides(name: str, shared: Path) -> list[str]:
 def variants() -> dict[str, list[str]]:
     out = {"box_only": ["train.heads=[cls,box]", "train.balancing=fixed"]}
     for s in STRATEGIES:
-        out[f"box+kpt/{s}"] = [f"train.balancing={s}", "train.grad_diagnostics_every=10"]
+        out[f"box+kpt/{s}"] = [f"train.balancing={s}", "train.grad_diagnostics_every=10",
+                               "train.heads=[cls,box,keypoints]"]
     return out
+
+
+SUBSETS = ("cls,box", "cls,box,keypoints", "cls,box,masks", "cls,box,keypoints,masks")
+
+
+def subset_variants(seeds: list[int]) -> dict[str, list[str]]:
+    """Every subset of the instance heads beside cls and box, at each seed: "heads@seed"."""
+    return {f"{heads}@{seed}": [f"train.heads=[{heads}]", f"train.seed={seed}"]
+            for heads in SUBSETS for seed in seeds}
+
+
+def subset_table(results: dict[str, dict]) -> str:
+    """Per subset: each head's AP (x100), mean over the seeds with its range, and train min."""
+    by_subset: dict[str, list[dict]] = {}
+    for name, r in results.items():
+        by_subset.setdefault(name.split("@")[0], []).append(r)
+    lines = ["| heads | seeds | bbox AP | kpt AP | segm AP | mask mIoU | train min |",
+             "|---|---|---|---|---|---|---|"]
+    for heads, runs in by_subset.items():
+        cells = []
+        for row, stat in (("bbox", "AP"), ("keypoints", "AP"), ("segm", "AP"), ("segm", "mIoU")):
+            v = [100 * r["metrics"][row][stat] for r in runs if row in r["metrics"]]
+            cells.append(f"{sum(v) / len(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "-")
+        minutes = sum(r["minutes"] for r in runs) / len(runs)
+        lines.append(f"| {heads} | {len(runs)} | {' | '.join(cells)} | {minutes:.1f} |")
+    return "\n".join(lines)
 
 
 def latency_ms(model: torch.nn.Module, size: int, runs: int = 5) -> float:
@@ -99,6 +130,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--datasets", nargs="+", default=["synthetic", "coco-mini"])
     p.add_argument("--only", nargs="*", default=None, help="variant names to run")
+    p.add_argument("--subsets", action="store_true",
+                   help="every subset of the instance heads at --seeds instead of the strategies")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--report", action="store_true",
                    help="print the tables of finished runs (OUT/<dataset>/results.json), train nothing")
     args = p.parse_args()
@@ -107,19 +141,23 @@ def main() -> int:
         for ds in args.datasets:
             results = json.loads((args.out / ds / "results.json").read_text())
             print(f"\n### {ds}\n")
-            print(table(results))
+            print(subset_table(results) if args.subsets else table(results))
         return 0
     for ds in args.datasets:
-        results = {}
-        for name, extra in variants().items():
+        path = args.out / ds / "results.json"
+        results = json.loads(path.read_text()) if path.exists() else {}  # runs of other calls
+        chosen = subset_variants(args.seeds) if args.subsets else variants()
+        for name, extra in chosen.items():
             if args.only and name not in args.only:
                 continue
-            out = args.out / ds / name.replace("/", "_")
+            out = args.out / ds / name.replace("/", "_").replace("@", "_seed")
             results[name] = run_one(dataset_overrides(ds, shared), extra, args.steps, out)
-            (args.out / ds).mkdir(parents=True, exist_ok=True)
-            (args.out / ds / "results.json").write_text(json.dumps(results, indent=1, default=str))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # read again: another process may have added its runs meanwhile
+            done = json.loads(path.read_text()) if path.exists() else {}
+            path.write_text(json.dumps(done | {name: results[name]}, indent=1, default=str))
         print(f"\n### {ds} ({args.steps} steps of batch 16)\n")
-        print(table(results))
+        print(subset_table(results) if args.subsets else table(results))
     return 0
 
 

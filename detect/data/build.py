@@ -29,6 +29,7 @@ def build_dataset(cfg: DataConfig, split: SplitConfig, train: bool, seed: int = 
     if cfg.check_images:
         for problem in ds.check_images(drop_unreadable=cfg.on_bad_image == "skip"):
             print(f"warning: {name}: skipping unreadable image: {problem}")
+    ds.masks = train  # evaluation reads the annotation files' masks, not the samples'
     if train:
         pairs = ds.ann.keypoints.flip_pairs if ds.ann.keypoints else ()
         ds.transform = TrainTransform(cfg.image_size, cfg.scale_jitter, cfg.hflip,

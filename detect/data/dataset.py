@@ -46,6 +46,7 @@ class CocoDetection(Dataset):
         self.max_pixels = max_pixels
         self.seed = seed
         self.epoch = 0
+        self.masks = True  # decode the objects' masks when the annotations have segmentations
         if not self.images_dir.is_dir():
             raise DatasetError(f"{images_dir}: image folder not found")
         self.paths = [self._path(r) for r in annotations.images]
@@ -108,7 +109,7 @@ class CocoDetection(Dataset):
         sample = Sample(image=image, boxes=rec.boxes.copy(), labels=rec.labels.copy(),
                         keypoints=None if rec.keypoints is None else rec.keypoints.copy(),
                         ignore_boxes=rec.ignore_boxes.copy(), image_id=rec.id, orig_size=(h, w))
-        if rec.segmentations is not None:
+        if rec.segmentations is not None and self.masks:
             sample.masks = decode_masks(rec.segmentations, w, h)  # [N, H, W]
             sample.has_mask = np.array([s is not None for s in rec.segmentations], bool)
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -133,8 +134,9 @@ def samples_to_tensors(sample: Sample) -> tuple[torch.Tensor, "Target"]:
         ignore_boxes=torch.from_numpy(sample.ignore_boxes.astype(np.float32)).reshape(-1, 4),
         image_id=sample.image_id, orig_size=sample.orig_size, scale=sample.scale,
         offset=sample.offset,
+        # a copy: an empty array may keep a flipped view's negative strides
         masks=None if sample.masks is None else torch.from_numpy(
-            np.ascontiguousarray(sample.masks, dtype=np.uint8)),
+            sample.masks.astype(np.uint8, copy=True)),
         has_mask=None if sample.has_mask is None else torch.from_numpy(sample.has_mask.astype(bool)),
     )
     return image, target

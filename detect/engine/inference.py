@@ -113,6 +113,7 @@ def drawn_predictions(model: MultiHeadDetector, dataset, params: PostprocessConf
     names = dataset.ann.categories.names
     drawn = []
     for sample, d in zip(samples, dets):
+        d = model.to_original(d, 1.0, (0.0, 0.0), sample.image.shape[:2])  # the sample's pixels
         pred = Prediction(d.boxes.cpu().numpy(), d.scores.cpu().numpy(), d.labels.cpu().numpy(),
                           [names[int(i)] for i in d.labels], model.numpy_fields(d))
         drawn.append(draw_prediction(np.ascontiguousarray(sample.image[..., ::-1]), pred,

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from detect.balancing import (build_balancer, group_losses, group_mismatch, head_totals,
                               own_terms_gradient_only)
 from detect.config import Config, config_to_dict, save_config
-from detect.config_data import data_notes, resolve_keypoints, resolve_masks
+from detect.config_data import data_notes, model_masks, resolve_keypoints, resolve_masks
 from detect.data.build import EpochSampler, build_dataset, build_loader
 from detect.distributed import (any_rank, cleanup_distributed, gather_lists, init_distributed,
                                 local_rank)
@@ -101,6 +101,7 @@ class Trainer:
         source = cfg.data.train.annotations[0]
         cfg = resolve_keypoints(cfg, names, source)
         self.cfg = cfg = resolve_masks(cfg, self.train_ds.ann.mask_category_ids, source)
+        self.train_ds.masks = model_masks(cfg)  # no mask head: no masks decoded
         for line in data_notes(self.cfg_requested, cfg):
             if self.rank == 0:
                 print(line)

@@ -4,12 +4,15 @@ A small network on P3 makes ``P`` prototype maps at ``stride`` (8: P3's resoluti
 once), kept as the head's extra map (`Head.extra_map`). Per anchor the head predicts ``P``
 coefficients. A detection's mask is ``sigmoid(coefficients . prototypes)``, zero outside its box:
 probabilities at the mask resolution, in the network's input pixels. They become the original
-image's boolean masks in `detect.masks.masks_to_original` (bilinear, thresholded at 0.5).
+image's boolean masks in `detect.masks.masks_to_original` (logits resampled bilinearly,
+thresholded at probability 0.5).
 
-Loss ``loss_mask``: per positive anchor whose object has a mask, the BCE of its mask logits
-against the object's mask (area-averaged to the mask resolution: soft at the edges) over the
-mask pixels inside the object's box, averaged there (so a small object weighs as much as a large
-one); summed over those positives and divided by their number over DDP ranks (at least 1).
+Loss ``loss_mask``: per positive anchor whose object has a mask, its mask logits and the object's
+mask (at the input's resolution) are both read on a 28 x 28 grid in the object's box (RoIAlign,
+bilinear: the logits between mask pixels as decoding resamples them, so a limb thinner than a
+mask pixel still has its edges), and their BCE is averaged there (a small object weighs as much
+as a large one), plus ``dice_weight`` times their dice loss; summed over those positives and
+divided by their number over DDP ranks (at least 1).
 Objects without a mask and images of a batch without masks add nothing; with none in the batch
 the loss is zero and still reaches every parameter of the head.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import roi_align
 
 from detect.distributed import loss_normalizers
 from detect.heads.base import InstanceHead, Selected, Tower
@@ -55,13 +59,15 @@ def box_region(boxes: Tensor, height: int, width: int, stride: int) -> Tensor:
     return inside_y[..., :, None] * inside_x[..., None, :]
 
 
-def mask_targets(masks: Tensor, stride: int, height: int, width: int) -> Tensor:
-    """[N, H_img, W_img] uint8 0/1 masks -> [N, height, width] float: the fraction of each mask
-    pixel's ``stride x stride`` input pixels inside the object, zero beyond the image."""
-    n, h, w = masks.shape
-    x = masks.float()[:, None]  # [N, 1, H, W]
-    x = F.pad(x, (0, width * stride - w, 0, height * stride - h))
-    return F.avg_pool2d(x, stride)[:, 0]
+SAMPLES = 28  # the mask loss reads logits and targets on a SAMPLES x SAMPLES grid in each box
+
+
+def sample_in_boxes(maps: Tensor, index: Tensor, boxes: Tensor, stride: int) -> Tensor:
+    """maps [K, C, H, W] at ``stride`` input pixels per pixel, boxes [M, 4] xyxy input pixels
+    on maps ``index`` [M] -> [M, C, S, S]: the map read bilinearly at the centres of an S x S
+    grid over each box (RoIAlign, one sample per bin, pixel centres at half pixels)."""
+    rois = torch.cat([index[:, None].to(boxes.dtype), boxes], 1)  # [M, 5]
+    return roi_align(maps, rois, SAMPLES, 1.0 / stride, sampling_ratio=1, aligned=True)
 
 
 class MaskHead(InstanceHead):
@@ -72,10 +78,12 @@ class MaskHead(InstanceHead):
     geometry = "mask"
 
     def __init__(self, in_channels: int, num_anchors: int, tower: Tower | None,
-                 prototypes: Prototypes, num_prototypes: int, stride: int) -> None:
+                 prototypes: Prototypes, num_prototypes: int, stride: int,
+                 dice_weight: float = 1.0) -> None:
         super().__init__(in_channels, num_anchors, num_prototypes, tower)
         self.prototypes = prototypes
         self.stride = stride
+        self.dice_weight = dice_weight
 
     def extra_map(self, features: list[Tensor], levels: list[Tensor]) -> Tensor:
         """[B, P, H_m, W_m] prototypes from P3."""
@@ -107,12 +115,18 @@ class MaskHead(InstanceHead):
         pos, obj = pos[keep], obj[keep]
         if not len(pos):
             return None
-        _, h, w = protos.shape
-        gt = mask_targets(target.masks, self.stride, h, w)[obj]  # [M, H_m, W_m]
-        logits = (coef[pos].float() @ protos.float().flatten(1)).view(-1, h, w)  # [M, H_m, W_m]
-        region = box_region(target.boxes[obj].float(), h, w, self.stride)  # [M, H_m, W_m]
-        bce = F.binary_cross_entropy_with_logits(logits, gt, reduction="none")
-        return (bce * region).sum((1, 2)) / region.sum((1, 2)).clamp(min=1.0)
+        boxes = target.boxes.float()  # [N, 4]: each object's mask is read in its box
+        every = torch.arange(len(boxes), device=boxes.device)
+        gt = sample_in_boxes(target.masks.float()[:, None], every, boxes, 1)[obj, 0]  # [M, S, S]
+        # sampling is linear: the prototypes sampled in each object's box, then combined
+        protos = sample_in_boxes(protos.float()[None], every * 0, boxes, self.stride)  # [N, P, S, S]
+        logits = torch.einsum("mp,mpij->mij", coef[pos].float(), protos[obj])  # [M, S, S]
+        loss = F.binary_cross_entropy_with_logits(logits, gt, reduction="none").mean((1, 2))
+        if self.dice_weight:
+            p = logits.sigmoid()
+            dice = 1 - (2 * (p * gt).sum((1, 2)) + 1) / (p.sum((1, 2)) + gt.sum((1, 2)) + 1)
+            loss = loss + self.dice_weight * dice
+        return loss
 
     def decode_detections(self, pred: Tensor, extra: Tensor | None, sel: Selected) -> Tensor:
         """[B, N, H_m, W_m] mask probabilities of the detections, zero outside their boxes and

@@ -137,7 +137,7 @@ def _mask_head(h: HeadsConfig, ctx: HeadContext) -> MaskHead:
     m = h.masks
     protos = Prototypes(ctx.channels, m.proto_channels, m.num_prototypes, m.stride)
     return MaskHead(ctx.channels, ctx.num_anchors, ctx.tower(m.tower_depth), protos,
-                    m.num_prototypes, m.stride)
+                    m.num_prototypes, m.stride, m.dice_weight)
 
 
 def _build_matcher(cfg: ModelConfig) -> IoUMatcher | ATSSMatcher:

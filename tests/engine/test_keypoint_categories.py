@@ -121,14 +121,15 @@ def test_onnx_graph_masks_keypoints_of_other_categories(run: Path, images: list[
 
 def test_demo_config_on_a_box_only_dataset_trains_boxes(tiny_synthetic, tiny_model, tmp_path,
                                                          capsys) -> None:
-    """configs/demo.yaml (13-keypoint sigmas, keypoints in train.heads) on a dataset whose
-    categories list no keypoints: no override needed, a note, and a box-only checkpoint."""
+    """configs/demo.yaml (13-keypoint sigmas, keypoints and masks in train.heads) on a dataset
+    whose categories list no keypoints and whose objects have no masks: no override needed, a
+    note for each, and a box-only checkpoint."""
     def strip(src: Path, dst: Path) -> Path:
         data = json.loads(src.read_text())
         for c in data["categories"]:
             c.pop("keypoints", None), c.pop("skeleton", None)
         for a in data["annotations"]:
-            a.pop("keypoints", None), a.pop("num_keypoints", None)
+            a.pop("keypoints", None), a.pop("num_keypoints", None), a.pop("segmentation", None)
         dst.write_text(json.dumps(data))
         return dst
 
@@ -137,7 +138,8 @@ def test_demo_config_on_a_box_only_dataset_trains_boxes(tiny_synthetic, tiny_mod
     cfg = _demo_config(tiny_synthetic, train, val, "train.max_steps=1", "train.batch_size=2",
                        *tiny_model)
     trainer = Trainer(cfg, tmp_path / "run", device="cpu", show_progress=False)
-    assert "no keypoints" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no keypoints" in out and "no segmentations" in out
     assert set(trainer.model.heads) == {"cls", "box"} and trainer.cfg.train.heads == ("cls", "box")
     trainer.train()
     det = Detector.from_checkpoint(tmp_path / "run/last.pt")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from detect.heads.base import Selected
-from detect.heads.masks import MaskHead, Prototypes, box_region, mask_targets
+from detect.heads.masks import MaskHead, Prototypes, box_region, sample_in_boxes
 from detect.masks import masks_to_original
 from detect.structures import Matches, Target
 
@@ -26,12 +26,17 @@ def test_box_region_takes_the_pixels_whose_centres_are_inside() -> None:
     assert torch.equal(region, expected)
 
 
-def test_mask_targets_are_the_covered_fraction_of_each_cell() -> None:
-    m = torch.zeros(1, 6, 7, dtype=torch.uint8)  # an image of 7 x 6, not a multiple of 4
-    m[0, 0:2, 0:4] = 1  # 8 of the 16 pixels of cell (0, 0)
-    m[0, 4:6, 4:7] = 1  # 6 pixels of cell (1, 1), which reaches beyond the image
-    t = mask_targets(m, 4, 2, 2)
-    assert torch.allclose(t, torch.tensor([[[0.5, 0.0], [0.0, 6 / 16]]]))
+def test_boxes_are_read_at_the_centres_of_a_grid_of_28() -> None:
+    ramp = torch.arange(8.0).expand(8, 8)[None, None]  # [1, 1, 8, 8]: value = column index
+    out = sample_in_boxes(ramp.expand(2, 1, 8, 8), torch.tensor([1, 0]),
+                          torch.tensor([[2.0, 0.0, 6.0, 8.0], [8.0, 4.0, 24.0, 20.0]]), 1)
+    centres = 2 + (torch.arange(28) + 0.5) * 4 / 28  # pixel j's centre is at j + 0.5
+    assert out.shape == (2, 1, 28, 28)
+    assert torch.allclose(out[0, 0], (centres - 0.5).expand(28, 28), atol=1e-5)
+    # stride 4: a box of 16 input pixels covers 4 map pixels from map x = 2
+    centres = (8 + (torch.arange(28) + 0.5) * 16 / 28) / 4
+    assert torch.allclose(sample_in_boxes(ramp, torch.tensor([0]), torch.tensor(
+        [[8.0, 4.0, 24.0, 20.0]]), 4)[0, 0], (centres - 0.5).expand(28, 28), atol=1e-5)
 
 
 def _matches(anchors: int, matched: list[int], target: Target) -> Matches:
@@ -43,25 +48,25 @@ def _matches(anchors: int, matched: list[int], target: Target) -> Matches:
 
 def test_loss_by_hand_on_one_object() -> None:
     head = _head()
-    # two prototypes of 2 x 2 cells (an 8 x 8 input at stride 4)
-    protos = torch.tensor([[[1.0, -1.0], [2.0, 0.0]], [[0.5, 0.5], [-1.0, 3.0]]])[None]
+    head.dice_weight = 0.0  # the BCE alone first
+    # two constant prototypes, 1 and 2, on a 4 x 4 map (a 16 x 16 input at stride 4)
+    protos = torch.stack([torch.ones(4, 4), torch.full((4, 4), 2.0)])[None]
     pred = torch.tensor([[[1.0, 2.0], [9.0, 9.0], [0.5, -1.0]]])  # [1, 3 anchors, 2]
-    mask = torch.zeros(1, 8, 8, dtype=torch.uint8)
-    mask[0, 0:4, 0:4] = 1  # the object fills cell (0, 0) only
-    box = torch.tensor([[0.0, 0.0, 8.0, 4.0]])  # its box covers the top row of cells
-    target = Target(box, torch.tensor([0]), masks=mask, has_mask=torch.tensor([True]))
-    # anchors 0 and 2 are positives of object 0; anchor 1 background
-    loss = head.loss(pred, _matches(3, [0, -1, 0], target), protos)["loss_mask"]
-
-    def bce(logit: float, y: float) -> float:
-        return -(y * math.log(1 / (1 + math.exp(-logit)))
-                 + (1 - y) * math.log(1 - 1 / (1 + math.exp(-logit))))
-
-    def one(c0: float, c1: float) -> float:  # the top row: cells (0, 0) target 1, (0, 1) target 0
-        return (bce(c0 * 1.0 + c1 * 0.5, 1.0) + bce(c0 * -1.0 + c1 * 0.5, 0.0)) / 2
-
-    expected = (one(1.0, 2.0) + one(0.5, -1.0)) / 2
-    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # object 0's mask covers its box and more: every sample in the box reads 1
+    masks = torch.zeros(2, 16, 16, dtype=torch.uint8)
+    masks[0, :10] = 1
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 8.0], [0.0, 8.0, 16.0, 16.0]])
+    target = Target(boxes, torch.tensor([0, 0]), masks=masks, has_mask=torch.tensor([True, False]))
+    # anchors 0 and 2 are positives of object 0; anchor 1 of object 1, which has no mask
+    loss = head.loss(pred, _matches(3, [0, 1, 0], target), protos)["loss_mask"]
+    # logit c0 * 1 + c1 * 2 everywhere, target 1: BCE = softplus(-logit)
+    expected = (F.softplus(torch.tensor(-5.0)) + F.softplus(torch.tensor(1.5))) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    head.dice_weight = 1.0  # plus dice: 1 - (2 p * 1 + 1) / (p + 1 + 1) per sample grid
+    p = torch.sigmoid(torch.tensor([5.0, -1.5])) * 28 * 28
+    dice = 1 - (2 * p + 1) / (p + 28 * 28 + 1)
+    loss = head.loss(pred, _matches(3, [0, 1, 0], target), protos)["loss_mask"]
+    assert loss.item() == pytest.approx(expected.item() + dice.mean().item(), rel=1e-5)
 
 
 def test_objects_without_a_mask_add_nothing_and_the_loss_still_reaches_every_parameter() -> None:
@@ -112,16 +117,16 @@ def test_masks_to_original_lands_a_block_on_its_original_pixels(
     assert out[0].sum() == pytest.approx((x1 - x0) * (y1 - y0), rel=0.1)
 
 
-def test_masks_to_original_stay_inside_the_box_and_match_interpolation() -> None:
+def test_masks_to_original_stay_inside_the_box_and_resample_the_logits() -> None:
     rng = np.random.default_rng(0)
     probs = rng.random((3, 20, 20)).astype(np.float32)
     boxes = np.array([[10, 12, 50, 70], [0, 0, 80, 80], [79.5, 0, 80, 80]], np.float32)
     out = masks_to_original(probs, boxes, 4, 1.0, (0.0, 0.0), (80, 80))
-    # stride 4, scale 1: bilinear upsampling with half-pixel centres, as torch's interpolate
-    ref = F.interpolate(torch.from_numpy(probs)[None], scale_factor=4, mode="bilinear",
-                        align_corners=False)[0].numpy() > 0.5
+    # stride 4, scale 1: bilinear upsampling of the logits with half-pixel centres, as torch's
+    logits = torch.special.logit(torch.from_numpy(probs))
+    ref = F.interpolate(logits[None], scale_factor=4, mode="bilinear",
+                        align_corners=False)[0].numpy() > 0
     assert not out[0, :12].any() and not out[0, :, 50:].any()
-    # torch clamps at the border where cv2 reads zeros beyond it: compare the interior
-    assert (out[1, 2:-2, 2:-2] == ref[1, 2:-2, 2:-2]).mean() > 0.999
+    assert (out[1] == ref[1]).mean() > 0.999
     assert (out[0, 12:70, 10:50] == ref[0, 12:70, 10:50]).mean() > 0.999
     assert out[2, :, :79].sum() == 0
