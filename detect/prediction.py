@@ -44,6 +44,8 @@ class Prediction:
 def masked_field(values: np.ndarray, present: np.ndarray, geometry: Geometry) -> Field:
     """A `Field` whose rows where not ``present`` are zeros: bool values (masks [N, H, W]) stay
     bool (False there), any other dtype becomes float32."""
+    if values.dtype == np.bool_ and not values[~present].any():
+        return Field(values, present, geometry)  # already False there: no copy of the masks
     shape = (-1,) + (1,) * (values.ndim - 1)
     kept = np.where(present.reshape(shape), values, np.zeros((), values.dtype))
     return Field(kept if values.dtype == np.bool_ else kept.astype(np.float32), present, geometry)

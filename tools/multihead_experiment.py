@@ -133,6 +133,8 @@ def main() -> int:
     p.add_argument("--subsets", action="store_true",
                    help="every subset of the instance heads at --seeds instead of the strategies")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every run (e.g. model.heads.masks.tower_depth=1)")
     p.add_argument("--report", action="store_true",
                    help="print the tables of finished runs (OUT/<dataset>/results.json), train nothing")
     args = p.parse_args()
@@ -151,7 +153,8 @@ def main() -> int:
             if args.only and name not in args.only:
                 continue
             out = args.out / ds / name.replace("/", "_").replace("@", "_seed")
-            results[name] = run_one(dataset_overrides(ds, shared), extra, args.steps, out)
+            results[name] = run_one(dataset_overrides(ds, shared), [*extra, *args.set],
+                                    args.steps, out)
             path.parent.mkdir(parents=True, exist_ok=True)
             # read again: another process may have added its runs meanwhile
             done = json.loads(path.read_text()) if path.exists() else {}

@@ -22,6 +22,16 @@ def own_parameter_ids(model: MultiHeadDetector) -> set[int]:
     return {id(p) for head in model.heads.values() for p in head.own_parameters()}
 
 
+def clip_groups(model: MultiHeadDetector) -> list[list[torch.nn.Parameter]]:
+    """The trainable parameters in the groups whose gradients are clipped apart: the shared
+    ones and every head's ordinary ones, then the heads' own (`own_parameter_ids`); no empty
+    group."""
+    own = own_parameter_ids(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [g for g in ([p for p in params if id(p) not in own],
+                        [p for p in params if id(p) in own]) if g]
+
+
 def build_optimizer(t: TrainConfig, model: MultiHeadDetector) -> torch.optim.Optimizer:
     """No weight decay on biases and normalisation parameters; each head's own parameters
     (`Head.own_parameters`) in a group of their own at ``own_lr_scale`` times the learning rate,

@@ -32,7 +32,7 @@ from detect.engine.inference import drawn_predictions, evaluate_model
 from detect.engine.init_from import init_model
 from detect.engine.logging import RunLog
 from detect.engine.tracking import build_trackers
-from detect.engine.optim import build_optimizer, freeze_parts, own_parameter_ids
+from detect.engine.optim import build_optimizer, clip_groups, freeze_parts
 from detect.engine.run_state import (check_compatible, checkpoint_meta, rng_state, seed_everything,
                                      set_rng_state)
 from detect.engine.schedule import warmup_cosine
@@ -142,10 +142,7 @@ class Trainer:
         # terms that train only their head's own parameters: in no balancing statistic
         self.own_terms = {term for h in self.heads for term in self.model.heads[h].own_terms}
         # their parameters: an optimiser group and a gradient clip of their own
-        own = own_parameter_ids(self.model)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.clip_groups = [g for g in ([p for p in params if id(p) not in own],
-                                        [p for p in params if id(p) in own]) if g]
+        self.clip_groups = clip_groups(self.model)
         self.balancer = build_balancer(t.balancing, list(self.groups), t.loss_weights,
                                        ema_momentum=t.balancing_ema, gradnorm_alpha=t.gradnorm_alpha,
                                        gradnorm_lr=t.gradnorm_lr, seed=t.seed).to(self.device)
