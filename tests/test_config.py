@@ -70,8 +70,9 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def _resolved(names: tuple[str, ...], *overrides: str):
-    from detect.config_data import resolve_keypoints
-    return resolve_keypoints(load_config("configs/demo.yaml", list(overrides)), names, "train.json")
+    from detect.config_data import resolve_keypoints, resolve_masks
+    cfg = resolve_keypoints(load_config("configs/demo.yaml", list(overrides)), names, "train.json")
+    return resolve_masks(cfg, None, "train.json")  # a dataset without segmentations
 
 
 def test_keypoint_settings_follow_the_data() -> None:

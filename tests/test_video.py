@@ -97,7 +97,8 @@ def test_predict_video_equals_predict_on_the_same_frames(det, clip):
     assert {d["category_id"] for d in dets} <= set(det.categories.ids)
     for d in dets:  # keypoints for persons (category 1) only
         person = d["category_id"] == 1
-        assert set(d) == {"category_id", "bbox", "score"} | ({"keypoints"} if person else set())
+        assert set(d) == ({"category_id", "bbox", "score", "segmentation"}
+                          | ({"keypoints"} if person else set()))
         assert len(d.get("keypoints", ())) == (13 * 3 if person else 0)
     assert any(d["category_id"] == 1 for d in dets) and any(d["category_id"] != 1 for d in dets)
 

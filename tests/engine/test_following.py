@@ -14,8 +14,9 @@ import pytest
 from detect.config import load_config
 from detect.engine.trainer import Trainer
 
-LINE = re.compile(r"^step (\d+)/6  epoch \d+  loss [\d.]+ \(cls [\d.]+ box [\d.]+ keypoints [\d.]+\)"
-                  r"  weights cls [\d.e+-]+ box [\d.e+-]+ keypoints [\d.e+-]+  lr [\d.e+-]+"
+LINE = re.compile(r"^step (\d+)/6  epoch \d+  loss [\d.]+ \(cls [\d.]+ box [\d.]+ keypoints [\d.]+ "
+                  r"masks [\d.]+\)  weights cls [\d.e+-]+ box [\d.e+-]+ keypoints [\d.e+-]+ "
+                  r"masks [\d.e+-]+  lr [\d.e+-]+"
                   r"  [\d.]+ img/s  elapsed \d+:\d\d  eta (\d+:\d\d|-)$")
 
 
@@ -84,7 +85,7 @@ def test_mlflow_local_store_holds_the_run(tiny_overrides, tmp_path) -> None:
     (run,) = client.search_runs([client.get_experiment_by_name("detect").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "run"
     params = run.data.params
-    assert params["train/lr"] == "0.002" and params["train/heads"] == "['cls', 'box', 'keypoints']"
+    assert params["train/lr"] == "0.002" and params["train/heads"] == "['cls', 'box', 'keypoints', 'masks']"
     history = client.get_metric_history(run.info.run_id, "head_loss.cls")
     assert [m.step for m in history] == [2, 4, 6]
     assert run.data.metrics["eval.bbox.AP"] >= 0

@@ -143,7 +143,7 @@ def test_onnx_graph_outputs(onnx_file, images, eager):
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     batch = letterbox_batch(images[:2], eager.image_size).numpy()
     out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
-    assert list(out) == ["boxes", "scores", "labels", "num_detections", "keypoints"]
+    assert list(out) == ["boxes", "scores", "labels", "num_detections", "keypoints", "masks"]
     d = eager.params.max_detections
     assert out["boxes"].shape == (2, d, 4) and out["scores"].shape == (2, d)
     assert out["labels"].shape == (2, d) and out["keypoints"].shape == (2, d, 13, 3)
@@ -164,7 +164,7 @@ def test_onnx_metadata(onnx_file, eager):
     assert meta.skeleton and all(len(e) == 2 for e in meta.skeleton)
     assert meta.input_size == SIZE and meta.input_dtype == "uint8"
     assert meta.score_threshold == eager.params.score_thresh
-    assert meta.outputs == ["boxes", "scores", "labels", "num_detections", "keypoints"]
+    assert meta.outputs == ["boxes", "scores", "labels", "num_detections", "keypoints", "masks"]
     model = onnx.load(str(onnx_file))
     props = {p.key: p.value for p in model.metadata_props}
     assert json.loads(props["category_ids"]) == [1, 3, 7, 10]
@@ -180,7 +180,7 @@ def test_static_batch_size_and_no_detections(eager, images, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 3, size, size]
     blank = np.zeros((1, 3, size, size), np.uint8)
-    boxes, scores, labels, num, kpts = session.run(None, {"images": blank})
+    boxes, scores, labels, num, kpts, _ = session.run(None, {"images": blank})
     assert num.tolist() == [0] and (labels == -1).all() and not scores.any() and not kpts.any()
     high = copy.copy(eager)
     high.image_size, high.params = size, replace(eager.params, score_thresh=0.5)
@@ -196,7 +196,7 @@ def test_torchscript_matches_eager(eager, expected, images, tmp_path):
     export_torchscript(eager, path)
     assert_same(expected, ExportedDetector.from_torchscript(path).predict(images))
     module = torch.jit.load(str(path))  # plain torch, any batch size
-    boxes, scores, labels, num, kpts = module(letterbox_batch(images[:3], SIZE))
+    boxes, scores, labels, num, kpts, _ = module(letterbox_batch(images[:3], SIZE))
     assert boxes.shape == (3, 100, 4) and kpts.shape == (3, 100, 13, 3) and num.shape == (3,)
 
 
