@@ -2,9 +2,10 @@
 
 A mask field (geometry ``mask``) holds, per detection, probabilities [h, w] at ``stride`` input
 pixels per value (mask pixel j covers input pixels ``[j * stride, (j + 1) * stride)``) from the
-input's top-left corner. `masks_to_original` resamples each inside its detection's box in
-original pixels (bilinear, on the pixel centres of ``transformed = original * scale + offset``)
-and thresholds at `THRESHOLD`: [N, H, W] bool of the original image, False outside the box.
+input's top-left corner. `masks_to_original` resamples each one's logits inside its detection's
+box in original pixels (bilinear, on the pixel centres of ``transformed = original * scale +
+offset``: what the loss reads) and keeps the pixels above probability `THRESHOLD`: [N, H, W]
+bool of the original image, False outside the box.
 Memory: ``N * H * W`` bytes (100 detections of a 640x480 image: 31 MB).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import cv2
 import numpy as np
 
-THRESHOLD = 0.5  # a pixel belongs to the object when its resampled probability is above this
+THRESHOLD = 0.5  # a pixel belongs to the object when its resampled logit is above this one's
 LOGIT_THRESHOLD = float(np.log(THRESHOLD / (1 - THRESHOLD)))
 EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before they become logits
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from detect.data.segmentation import SegmentationLog, clean_segmentation
+from detect.data.notes import NoteLog
+from detect.data.segmentation import clean_segmentation
 
 
 class DatasetError(ValueError):
@@ -110,7 +111,7 @@ class CocoAnnotations:
     # original ids of the categories with at least one (non-crowd) mask; None: the dataset has
     # no segmentations
     mask_category_ids: tuple[int, ...] | None = None
-    mask_log: SegmentationLog = field(default_factory=SegmentationLog)
+    mask_log: NoteLog = field(default_factory=NoteLog)
     # annotation id -> its segmentation as the file had it, where cleaning changed it (reports
     # and conversions say what the file holds)
     raw_segmentations: dict[int, Any] = field(default_factory=dict)
@@ -252,7 +253,7 @@ def load_annotations(paths: list[str] | tuple[str, ...], keep_empty: bool = True
         by_image[iid].append((i, ann))
     dropped: Counter = Counter()
     masks = any(ann.get("segmentation") for ann in gt["annotations"])
-    log, raw = SegmentationLog(), {}
+    log, raw = NoteLog(), {}
     records = []
     for img in gt["images"]:
         rec = _image_record(img, by_image[img["id"]], cat_map, kmeta, kpt_cats, src, dropped,
@@ -289,7 +290,7 @@ def _keypoint_meta(categories: list[dict], src: str,
 
 def _image_record(img: dict, anns: list[tuple[int, dict]], cat_map: CategoryMap,
                   kmeta: KeypointMeta | None, kpt_cats: set[int], src: str,
-                  dropped: Counter, masks: tuple[SegmentationLog, dict] | None) -> ImageRecord:
+                  dropped: Counter, masks: tuple[NoteLog, dict] | None) -> ImageRecord:
     """The image's objects; with ``masks`` (the dataset has segmentations: the log and the raw
     segmentations changed) each annotation's segmentation is cleaned, in the merged ``gt`` too
     (module docstring)."""
@@ -322,7 +323,7 @@ def _image_record(img: dict, anns: list[tuple[int, dict]], cat_map: CategoryMap,
     )
 
 
-def _clean_in_place(ann: dict, w: int, h: int, where: str, log: SegmentationLog,
+def _clean_in_place(ann: dict, w: int, h: int, where: str, log: NoteLog,
                     raw: dict[int, Any]) -> None:
     """Replace ``ann``'s segmentation by its clean form, or remove it when none is left; keep
     the file's in ``raw`` when that changed it."""

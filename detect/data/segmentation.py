@@ -11,7 +11,7 @@ overflow the mask are written past the buffer, and a polygon of 4 numbers is tak
 `to_rle` checks everything first and raises `SegmentationError` (a one-line reason) instead.
 
 Training data goes through `clean_segmentation`, which keeps what can be trusted and says why
-anything was changed (`SegmentationLog`: counted by reason, with the first annotation):
+anything was changed (`NoteLog`: counted by reason, with the first annotation):
 
 * a polygon with NaN or infinite values, an odd number of values or fewer than 3 points is
   dropped (the object keeps its other polygons; with none left it has no mask);
@@ -25,13 +25,13 @@ An object left without a mask trains its box only; its category still has masks 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from detect.data.notes import NoteLog
 
 # A polygon point farther than this many image sides outside the image is an error: pycocotools
 # walks every polygon edge pixel by pixel, so a huge coordinate costs memory without bound.
@@ -194,25 +194,8 @@ def _check_runs(counts: list[int], pixels: int) -> None:
         raise SegmentationError(f"RLE runs cover {sum(counts)} pixels, the image has {pixels}")
 
 
-@dataclass
-class SegmentationLog:
-    """Repairs and drops by reason, with the first place each happened ("file: annotation id")."""
-
-    counts: Counter = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-
-    def add(self, reason: str, where: str) -> None:
-        self.counts[reason] += 1
-        self.examples.setdefault(reason, where)
-
-    def lines(self) -> list[str]:
-        """One line per reason: count, reason and the first annotation."""
-        return [f"{n} {reason} (first: {self.examples[reason]})"
-                for reason, n in sorted(self.counts.items())]
-
-
 def clean_segmentation(seg: Any, width: int, height: int, where: str,
-                       log: SegmentationLog) -> list | dict | None:
+                       log: NoteLog) -> list | dict | None:
     """The usable part of ``seg`` (module docstring), or None when nothing is left or there was
     none (absent, ``[]``)."""
     if seg is None or (isinstance(seg, list) and not seg):
@@ -233,7 +216,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _clean_polygon(poly: Any, width: int, height: int, where: str,
-                   log: SegmentationLog) -> list[float] | None:
+                   log: NoteLog) -> list[float] | None:
     if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
         log.add("polygon that is not a list of numbers dropped", where)
         return None
@@ -254,7 +237,7 @@ def _clean_polygon(poly: Any, width: int, height: int, where: str,
 
 
 def _clean_rle(rle: dict, width: int, height: int, where: str,
-               log: SegmentationLog) -> dict | None:
+               log: NoteLog) -> dict | None:
     size = rle.get("size")
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) for v in size)):
         log.add("RLE without an integer size [h, w] dropped", where)

@@ -2,10 +2,11 @@
 segmentation polygons) to and from COCO.
 
 One file per format; `coco.py` holds what every conversion shares (the COCO builder, box
-clipping and the logs of dropped records and of notes), `yolo_segments.py` the YOLO polygon lines.
+clipping and the log of dropped records; notes are `detect.data.notes.NoteLog`), `yolo_segments.py` the YOLO polygon lines.
 The command line is ``tools/convert.py``.
 """
-from detect.formats.coco import CocoBuilder, DropLog, NoteLog
+from detect.data.notes import NoteLog
+from detect.formats.coco import CocoBuilder, DropLog
 from detect.formats.voc import read_voc_xml, voc_to_coco
 from detect.formats.yolo import YoloLabels, coco_to_yolo, read_class_list, write_yolo, yolo_to_coco
 

@@ -1,5 +1,5 @@
-"""What every conversion to COCO shares: the output builder, box clipping, and the logs of dropped
-records and of notes.
+"""What every conversion to COCO shares: the output builder, box clipping and the log of dropped
+records (notes on converted ones: `detect.data.notes.NoteLog`).
 
 Boxes enter as continuous-coordinate pixels ``x0, y0, x1, y1`` (pixel ``i`` covers ``[i, i+1)``,
 as in COCO); each format converts its own convention to that before calling `CocoBuilder.add_box`.
@@ -40,23 +40,6 @@ class DropLog:
         out += [f"  {n} x {reason}" for reason, n in self.counts.most_common()]
         out += ["  e.g. " + e for e in self.examples]
         return out
-
-
-@dataclass
-class NoteLog:
-    """Records converted with a change worth knowing: note -> count, plus the first case of each."""
-
-    counts: Counter = field(default_factory=Counter)
-    first: dict[str, str] = field(default_factory=dict)
-
-    def add(self, note: str, where: str) -> None:
-        """Count one record for ``note``; ``where`` names the file and the record."""
-        self.counts[note] += 1
-        self.first.setdefault(note, where)
-
-    def lines(self) -> list[str]:
-        """One line per note: its count, the note and the first case."""
-        return [f"{n} x {note} (e.g. {self.first[note]})" for note, n in self.counts.items()]
 
 
 def clip_box(x0: float, y0: float, x1: float, y1: float, width: int,

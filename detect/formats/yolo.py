@@ -38,8 +38,9 @@ from typing import Any
 
 from detect.data.annotations import CocoAnnotations, DatasetError, _clean_box, load_annotations
 from detect.data.image_io import ImageError, is_image_file, probe_image
+from detect.data.notes import NoteLog
 from detect.data.segmentation import mask_area
-from detect.formats.coco import CocoBuilder, DropLog, NoteLog, check_class_names, clip_box
+from detect.formats.coco import CocoBuilder, DropLog, check_class_names, clip_box
 from detect.formats.yolo_segments import line_problem, polygon_line, polygon_to_write, read_polygon
 from detect.io import atomic_write_text
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from detect.data.notes import NoteLog
 from detect.data.segmentation import (SegmentationError, decode, mask_polygon, polygon_area,
                                       segmentation_kind, to_rle)
-from detect.formats.coco import NoteLog
 
 ODD_COORDINATES = ("odd number of values after the class: neither a box 'class cx cy w h' nor a "
                    "polygon 'class x1 y1 ... xn yn' (YOLO pose lines are not read)")

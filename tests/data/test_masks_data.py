@@ -10,15 +10,15 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from detect.data.annotations import load_annotations
-from detect.data.segmentation import (SegmentationLog, clean_segmentation, decode_masks,
-                                      encode_mask)
+from detect.data.notes import NoteLog
+from detect.data.segmentation import clean_segmentation, decode_masks, encode_mask
 from detect.data.transforms import Sample, TrainTransform, ValTransform, hflip
 
 W, H = 40, 30
 
 
 def _clean(seg):
-    log = SegmentationLog()
+    log = NoteLog()
     return clean_segmentation(seg, W, H, "f.json: annotation id 7", log), log
 
 
