@@ -36,10 +36,10 @@ def _demo_config(root: Path, train: Path, val: Path, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def run(tiny_synthetic, tiny_model, tmp_path_factory) -> Path:
+def run(tiny_synthetic, tiny_model, module_tmp) -> Path:
     """Two training steps of the tiny model on persons and circles; a low score threshold so
     that both classes are detected."""
-    out = tmp_path_factory.mktemp("two_categories")
+    out = module_tmp
     train = _two_categories(tiny_synthetic / "annotations/train.json", out / "train.json")
     val = _two_categories(tiny_synthetic / "annotations/val.json", out / "val.json")
     cfg = _demo_config(tiny_synthetic, train, val, "train.max_steps=2", "train.batch_size=4",

@@ -30,10 +30,10 @@ def _circles_with_masks(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(tiny_synthetic, tiny_model, tmp_path_factory) -> Path:
+def run(tiny_synthetic, tiny_model, module_tmp) -> Path:
     """Two training steps of the tiny model on circles and boxes; every score kept, so that both
     classes are detected."""
-    out = tmp_path_factory.mktemp("mask_categories")
+    out = module_tmp
     train = _circles_with_masks(tiny_synthetic / "annotations/train.json", out / "train.json")
     val = _circles_with_masks(tiny_synthetic / "annotations/val.json", out / "val.json")
     cfg = load_config("configs/demo.yaml", [

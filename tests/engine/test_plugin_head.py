@@ -82,9 +82,9 @@ def aspect_error(gt: dict, predictions: list[dict]) -> float:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_overrides, tmp_path_factory) -> tuple[Path, dict[str, Tensor]]:
+def trained(tiny_overrides, module_tmp) -> tuple[Path, dict[str, Tensor]]:
     """(the run directory, the aspect head's weights before training)."""
-    out = tmp_path_factory.mktemp("plugin")
+    out = module_tmp
     cfg = load_config("configs/demo.yaml", tiny_overrides + [
         "train.heads=[cls,box,keypoints,aspect]", "train.max_steps=20", "train.batch_size=4",
         "train.eval_every=0", "train.log_every=5", "train.ema=false",

@@ -62,9 +62,9 @@ def accuracy_on_matched(gt: dict, preds: list[dict]) -> tuple[float, int]:
 
 
 @pytest.fixture(scope="module")
-def coco_mini_run(coco_mini, tiny_model, tmp_path_factory):
+def coco_mini_run(coco_mini, tiny_model, module_tmp):
     """A tiny model trained 3 steps on coco-mini train (instances + person keypoints merged)."""
-    out = tmp_path_factory.mktemp("coco_run")
+    out = module_tmp
     cfg = load_config("configs/light_lite0_coco.yaml", [
         f"data.train.images={coco_mini['train_images']}",
         f"data.train.annotations=[{coco_mini['train_instances']},{coco_mini['train_keypoints']}]",

@@ -37,10 +37,10 @@ SIZE = 64  # the model's input size: small, for a fast test on two CPU cores
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_overrides, tmp_path_factory) -> Path:
+def checkpoint(tiny_overrides, module_tmp) -> Path:
     """The training run's checkpoint before its first step, without optimiser state; the tiny
     model at SIZE px."""
-    out = tmp_path_factory.mktemp("export_run")
+    out = module_tmp
     cfg = load_config("configs/demo.yaml", tiny_overrides + [f"data.image_size={SIZE}"])
     state = Trainer(cfg, out, device="cpu", show_progress=False).checkpoint_state()
     save_checkpoint({k: state[k] for k in ("model", "config", "categories", "keypoints")},
@@ -111,9 +111,9 @@ def expected(eager, images) -> list:
 
 
 @pytest.fixture(scope="module")
-def onnx_file(checkpoint, eager, tmp_path_factory) -> Path:
+def onnx_file(checkpoint, eager, module_tmp) -> Path:
     """tools/export.py --dynamic-batch at the eager threshold."""
-    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    out = module_tmp / "model.onnx"
     thresh = repr(eager.params.score_thresh)
     assert export_cli.main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out),
                             "--dynamic-batch", "--score-thresh", thresh]) == 0

@@ -69,10 +69,10 @@ def _randomise_head(model: nn.Module) -> None:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, tuple[nn.Module, object]]:
+def files(module_tmp) -> dict[str, tuple[nn.Module, object]]:
     """Source name -> (random torchvision model, its saved state dict), built on first use."""
     cache: dict = {}
-    root = tmp_path_factory.mktemp("tv")
+    root = module_tmp
 
     def get(name: str):
         if name not in cache:

@@ -26,8 +26,8 @@ def small_set(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def small_checkpoint(tiny_model, small_set, tmp_path_factory) -> Path:
+def small_checkpoint(tiny_model, small_set, module_tmp) -> Path:
     """``last.pt`` of an untrained tiny model on `small_set` (written without any step)."""
-    out = tmp_path_factory.mktemp("ckpt")
+    out = module_tmp
     make_trainer(tiny_model, small_set, out).save("last.pt")
     return out / "last.pt"
