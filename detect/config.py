@@ -188,6 +188,9 @@ class TrainConfig:
     grad_clip: float = 10.0  # max gradient norm, 0 = off
     accumulate: int = 1
     amp: Literal["off", "bf16", "fp16"] = "off"  # CUDA only
+    # on a CPU with native bfloat16 (AVX512-BF16, AMX), the backbone's frozen stages run their
+    # forward in bfloat16 while training (`Backbone.stage`); evaluation and inference stay float32
+    frozen_bf16: bool = True
     ema: bool = True
     ema_decay: float = 0.999
     seed: int = 0

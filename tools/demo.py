@@ -8,17 +8,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
-
-from detect.cli import eval as eval_cli
-from detect.cli import infer as infer_cli
-from detect.cli import train as train_cli
-from detect.config import load_config
-from detect.data.build import build_dataset
-from detect.vis import draw_detections
+# torch, OpenCV and the package come after the arguments are parsed (--help at once)
 
 
 def draw_samples(config: str, overrides: list[str], out: Path, n: int = 6) -> None:
+    import cv2
+
+    from detect.config import load_config
+    from detect.data.build import build_dataset
+    from detect.vis import draw_detections
+
     cfg = load_config(config, overrides)
     ds = build_dataset(cfg.data, cfg.data.train, train=True, seed=cfg.train.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,6 +39,10 @@ def main() -> int:
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
+    from detect.cli import eval as eval_cli
+    from detect.cli import infer as infer_cli
+    from detect.cli import train as train_cli
+
     d, run = Path(args.data), Path(args.out)
     data = [f"data.train.images={d / 'train'}", f"data.train.annotations=[{d / 'annotations/train.json'}]",
             f"data.val.images={d / 'val'}", f"data.val.annotations=[{d / 'annotations/val.json'}]"]

@@ -20,11 +20,10 @@ import os
 import time
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
-from detect.benchmark.common import median, time_interleaved
-from detect.config import load_config
-from detect.engine.trainer import Trainer
+if TYPE_CHECKING:  # torch and the trainer come after the arguments are parsed (--help at once)
+    import torch
 
 STRATEGIES = ("fixed", "uncertainty", "loss_norm", "gradnorm", "pcgrad")
 
@@ -77,8 +76,12 @@ def subset_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def latency_ms(model: torch.nn.Module, size: int, runs: int = 5) -> float:
+def latency_ms(model: "torch.nn.Module", size: int, runs: int = 5) -> float:
     """Median forward time of one ``size`` x ``size`` image (network only)."""
+    import torch
+
+    from detect.benchmark.common import median, time_interleaved
+
     x = torch.randint(0, 255, (1, 3, size, size), dtype=torch.uint8)
     model.eval()
     with torch.inference_mode():
@@ -87,6 +90,9 @@ def latency_ms(model: torch.nn.Module, size: int, runs: int = 5) -> float:
 
 
 def run_one(data: list[str], extra: list[str], steps: int, out: Path) -> dict:
+    from detect.config import load_config
+    from detect.engine.trainer import Trainer
+
     cfg = load_config("configs/demo.yaml", data + [f"train.max_steps={steps}", "train.eval_every=0",
                                                     "train.log_every=10", *extra])
     t = Trainer(cfg, out, device="cpu", show_progress=False)

@@ -3,7 +3,7 @@
     python tools/benchmark.py SUITE [--json OUT] [--threads N] [--quick] [--minutes M]
 
 Suites: infer, infer-floor, keypoints, keypoint-cost, mask-cost, train, eval, data, accuracy, levers, onnx,
-video (see docs/BENCHMARKS.md). Each runs ours and the peer in this process on the same input and thread
+video, yolo (Ultralytics YOLOv8n through its own command line; see docs/BENCHMARKS.md). Each runs ours and the peer in this process on the same input and thread
 count, prints a table of medians and ratios, and with ``--json`` writes the rows and the
 environment. ``--quick`` uses smaller inputs and fewer repeats (a smoke test, rough numbers).
 """
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # torch comes with the suites, after the arguments are parsed
     from detect.benchmark.common import Options, Row
 
 SUITES = ("infer", "infer-floor", "keypoints", "keypoint-cost", "mask-cost", "train", "eval", "data",
-          "accuracy", "levers", "onnx", "video")
+          "accuracy", "levers", "onnx", "video", "yolo")
 
 
 def run_suite(name: str, opts: Options) -> list[Row]:
@@ -42,6 +42,9 @@ def run_suite(name: str, opts: Options) -> list[Row]:
         case "video":
             from detect.benchmark.video import video
             return video(opts)
+        case "yolo":
+            from detect.benchmark.yolo import yolo
+            return yolo(opts)
         case "levers":
             from detect.benchmark.levers import levers
             return levers(opts)

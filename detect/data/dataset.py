@@ -93,10 +93,13 @@ class CocoDetection(Dataset):
         return len(self.ann.images)
 
     def set_epoch(self, epoch: int) -> None:
-        """Vary augmentation per epoch while staying reproducible for a seed."""
+        """The epoch of a plain integer index (`EpochSampler` gives ``(epoch, index)``)."""
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> Sample | BadImage:
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample | BadImage:
+        """Sample ``index`` (or ``(epoch, index)``), its augmentation seeded by (seed, epoch,
+        index): reproducible for a seed, varied per epoch."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rec = self.ann.images[index]
         path = self.paths[index]
         try:
@@ -112,7 +115,7 @@ class CocoDetection(Dataset):
         if rec.segmentations is not None and self.masks:
             sample.masks = decode_masks(rec.segmentations, w, h)  # [N, H, W]
             sample.has_mask = np.array([s is not None for s in rec.segmentations], bool)
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         return self.transform(sample, rng)
 
 

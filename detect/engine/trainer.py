@@ -39,6 +39,7 @@ from detect.engine.schedule import warmup_cosine
 from detect.evaluation import format_table
 from detect.evaluation.table import metric_value
 from detect.io import atomic_write_json
+from detect.models.backbones.base import native_bf16
 from detect.models.build import HeadFactory, build_for_data
 from detect.models.detector import MultiHeadDetector
 from detect.structures import Batch
@@ -107,7 +108,7 @@ class Trainer:
                 print(line)
         self.sampler = EpochSampler(len(self.train_ds), True, cfg.train.seed, self.rank, self.world)
         self.loader = build_loader(self.train_ds, cfg.train.batch_size, self.sampler,
-                                   cfg.data.workers, cfg.data.size_divisor, drop_last=False)
+                                   cfg.data.workers, cfg.data.size_divisor, persistent=True)
         self.val_ds = None
         if cfg.data.val.images and cfg.data.val.annotations and self.rank == 0:
             self.val_ds = build_dataset(cfg.data, cfg.data.val, train=False, name="data.val")
@@ -169,6 +170,7 @@ class Trainer:
         use_amp = t.amp != "off" and self.device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp) if use_amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and t.amp == "fp16")
+        self.model.backbone.frozen_dtype = native_bf16(self.device) if t.frozen_bf16 else None
 
     def _total_steps(self) -> int:
         t = self.cfg.train
@@ -275,7 +277,6 @@ class Trainer:
     def _train_epoch(self, bar: tqdm) -> None:
         cfg, s = self.cfg, self.state
         self.sampler.set_epoch(s.epoch, s.batch_in_epoch * cfg.train.batch_size)
-        self.train_ds.set_epoch(s.epoch)
         model = self.ddp or self.model
         model.train()
         t0, images, running, batches = time.perf_counter(), 0, {}, 0

@@ -15,8 +15,7 @@ from detect.cli import infer as infer_cli
 from detect.config import config_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ["train", "infer", "eval", "export", "dataset", "convert", "benchmark", "plot",
-         "make_synthetic"]
+TOOLS = sorted(p.stem for p in (ROOT / "tools").glob("*.py"))  # every tool, the demo's too
 
 
 def run_python(code: str) -> str:

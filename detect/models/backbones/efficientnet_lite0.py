@@ -78,10 +78,10 @@ class EfficientNetLite0Backbone(Backbone):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """[B, 3, H, W] -> [C3 [B, 40, H/8, W/8], C4 [B, 112, H/16, W/16], C5 [B, 320, H/32, W/32]]."""
-        x = self.bn1(self.conv_stem(images))  # [B, 32, H/2, W/2]; BN includes the ReLU6
+        x = self.stage(0, lambda t: self.bn1(self.conv_stem(t)), images)  # [B, 32, H/2, W/2]; BN includes the ReLU6
         outs = []
         for i, stage in enumerate(self.blocks):
-            x = stage(x)
+            x = self.stage(i + 1, stage, x)
             if i in self._out_stages:
                 outs.append(x)
         return outs

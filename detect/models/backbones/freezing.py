@@ -43,6 +43,7 @@ def freeze_stages(backbone: Backbone, frozen_stages: int) -> None:
     stages = backbone.stages()
     if not 0 <= frozen_stages <= len(stages):
         raise ValueError(f"frozen_stages={frozen_stages} out of range 0..{len(stages)} for {type(backbone).__name__}")
+    backbone.frozen_stages = frozen_stages
     prefixes = tuple(p for stage in stages[:frozen_stages] for p in stage)
     if not prefixes:
         return

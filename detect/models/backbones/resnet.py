@@ -50,9 +50,9 @@ class ResNetBackbone(Backbone):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """[B, 3, H, W] -> [C3 [B, C, H/8, W/8], C4 [.., H/16, W/16], C5 [.., H/32, W/32]]."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # [B, 64, H/4, W/4]
-        c2 = self.layer1(x)  # [B, 64 * e, H/4, W/4]
-        c3 = self.layer2(c2)  # [B, 128 * e, H/8, W/8]
-        c4 = self.layer3(c3)  # [B, 256 * e, H/16, W/16]
-        c5 = self.layer4(c4)  # [B, 512 * e, H/32, W/32]
+        x = self.stage(0, lambda t: self.maxpool(self.relu(self.bn1(self.conv1(t)))), images)  # [B, 64, H/4, W/4]
+        c2 = self.stage(1, self.layer1, x)  # [B, 64 * e, H/4, W/4]
+        c3 = self.stage(2, self.layer2, c2)  # [B, 128 * e, H/8, W/8]
+        c4 = self.stage(3, self.layer3, c3)  # [B, 256 * e, H/16, W/16]
+        c5 = self.stage(4, self.layer4, c4)  # [B, 512 * e, H/32, W/32]
         return [c3, c4, c5]

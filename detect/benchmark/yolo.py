@@ -1,0 +1,203 @@
+"""Ultralytics YOLOv8n as a peer, run through its own command line in a separate environment.
+
+Ultralytics is AGPL-3.0: this package never imports it. The suite finds its ``yolo`` executable
+(``$DETECT_YOLO``, else ``yolo`` on PATH; e.g. a venv made with ``python -m venv .peer-venv &&
+.peer-venv/bin/pip install ultralytics onnx onnxruntime onnxslim``), runs it as a subprocess and
+reads what it writes (``results.csv``, its printed ``Speed:`` line). Without it the suite prints
+why and returns no rows.
+
+Both sides, in turn (``--repeats`` rounds, default 2):
+
+* **train**: coco128 (``$DETECT_SHARED_DATA``) at 320, batch 16, 2 data workers, from scratch
+  for YOLOv8n (as a user comparing the two gets it) and from the light config's ImageNet
+  backbone for ours, ``EPOCHS`` epochs. Images per second of the epochs after the first and
+  before the last (the first starts the workers, the last validates on the YOLO side): ours from
+  our ``metrics.jsonl``, the peer's from the elapsed time of ``results.csv``.
+* **latency**: the two trained models on the first 40 coco-mini val images (held out), each
+  through its own predict call, eager and ONNX: ours `Detector.predict` / `ExportedDetector`
+  per array (mean ms after two warm-ups), the peer's mean of preprocess + inference +
+  postprocess that ``yolo predict`` prints.
+* **cli**: wall-clock seconds of one image from the command line, ``tools/infer.py`` against
+  ``yolo predict``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+from detect.benchmark.common import Options, Row, shared_data_root
+
+EPOCHS = 4
+IMAGES = 40
+SPEED = re.compile(r"Speed: ([\d.]+)ms preprocess, ([\d.]+)ms inference, ([\d.]+)ms postprocess")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def yolo_cli() -> str | None:
+    """The peer's ``yolo`` executable: $DETECT_YOLO, else ``yolo`` on PATH; None if neither."""
+    path = os.environ.get("DETECT_YOLO") or shutil.which("yolo")
+    return path if path and Path(path).is_file() else None
+
+
+def _run(cmd: list[str], threads: int | None, cwd: Path | None = None) -> str:
+    env = dict(os.environ, YOLO_OFFLINE="1")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... failed: {' | '.join(tail)}")
+    return done.stdout + done.stderr
+
+
+def yolo_dataset(coco128: Path, out: Path) -> Path:
+    """coco128 in Ultralytics' layout (images/train as links, labels/train as box lines written
+    by `detect.formats.yolo`) -> its data.yaml."""
+    from detect.formats.yolo import CLASSES_FILE, coco_to_yolo, write_yolo
+
+    labels, _, _ = coco_to_yolo([coco128 / "annotations" / "instances_train2017.json"])
+    write_yolo(labels, out / "labels" / "train")
+    (out / "labels" / "train" / CLASSES_FILE).unlink()
+    images = out / "images" / "train"
+    images.mkdir(parents=True)
+    for f in sorted((coco128 / "train2017").glob("*.jpg")):  # links per file: Ultralytics
+        (images / f.name).symlink_to(f.resolve())  # finds labels/ beside the resolved folder
+    names = "".join(f"  {i}: {n}\n" for i, n in enumerate(labels.classes))
+    (out / "data.yaml").write_text(f"path: {out}\ntrain: images/train\nval: images/train\n"
+                                   f"names:\n{names}")
+    return out / "data.yaml"
+
+
+def peer_train(yolo: str, data_yaml: Path, out: Path, threads: int | None) -> tuple[float, Path]:
+    """(images/s of epochs 2..EPOCHS-1, last.pt) of YOLOv8n trained by ``yolo train``."""
+    _run([yolo, "train", "model=yolov8n.yaml", f"data={data_yaml}", "imgsz=320", "batch=16",
+          "workers=2", f"epochs={EPOCHS}", "device=cpu", "plots=False", "val=False",
+          "pretrained=False", "amp=False", "close_mosaic=0", f"project={out}", "name=run",
+          "exist_ok=True"], threads)
+    with open(out / "run" / "results.csv") as f:
+        elapsed = {int(float(r["epoch"])): float(r["time"]) for r in csv.DictReader(f)}
+    seconds = elapsed[EPOCHS - 1] - elapsed[1]
+    return 128 * (EPOCHS - 2) / seconds, out / "run" / "weights" / "last.pt"
+
+
+def ours_train(coco128: Path, out: Path, threads: int | None) -> tuple[float, Path]:
+    """(images/s of epochs 2..EPOCHS-1, last.pt) of the light config trained by tools/train.py."""
+    split = (f"{{images: {coco128 / 'train2017'}, annotations: "
+             f"[{coco128 / 'annotations' / 'instances_train2017.json'}]}}")
+    _run([sys.executable, "-c", "from detect.cli.train import main; raise SystemExit(main())",
+          "--config", str(REPO / "configs" / "light_lite0_coco.yaml"), "--out", str(out),
+          "--no-progress", "--quiet", f"data.train={split}", f"data.val={split}", "data.workers=2",
+          "train.heads=[cls, box]", f"train.max_steps={8 * EPOCHS}", "train.log_every=8",
+          "train.eval_every=0"], threads, cwd=REPO)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["images_per_s"] for r in records if "images_per_s" in r][1:EPOCHS - 1]
+    return statistics.mean(rates), out / "last.pt"
+
+
+def peer_latency(yolo: str, weights: Path, images: Path, threads: int | None) -> float:
+    """Mean ms per image (pre + inference + post) that ``yolo predict`` prints."""
+    text = _run([yolo, "predict", f"model={weights}", f"source={images}", "imgsz=320",
+                 "device=cpu", "save=False", "verbose=True"], threads)
+    match = SPEED.search(text)
+    if match is None:
+        raise RuntimeError(f"yolo predict printed no Speed line for {weights}")
+    return sum(float(v) for v in match.groups())
+
+
+def ours_latency(predict, arrays: list) -> float:
+    """Mean ms per ``predict(array)`` call after two warm-ups."""
+    for a in arrays[:2]:
+        predict(a)
+    times = []
+    for a in arrays:
+        start = time.perf_counter()
+        predict(a)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.mean(times)
+
+
+def cli_seconds(cmd: list[str], threads: int | None) -> float:
+    start = time.perf_counter()
+    _run(cmd, threads, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def _held_out(folder: Path) -> Path:
+    """The first IMAGES coco-mini val images, linked into ``folder``."""
+    folder.mkdir()
+    for f in sorted((shared_data_root() / "coco-mini" / "val2017").glob("*.jpg"))[:IMAGES]:
+        (folder / f.name).symlink_to(f.resolve())
+    return folder
+
+
+def _ratio_row(name: str, ours: list[float], peer: list[float], unit: str, target: float,
+               op: str, note: str) -> Row:
+    o, p = statistics.median(ours), statistics.median(peer)
+    ratio_is = "ours/peer" if unit == "img/s" else "ours/peer time"
+    return Row("yolo", name, round(o, 2), round(p, 2), unit, round(o / p, 3), ratio_is, target, op,
+               note, {"ours": [round(v, 2) for v in ours], "peer": [round(v, 2) for v in peer]})
+
+
+def yolo(opts: Options) -> list[Row]:
+    """Training throughput, latency (eager, ONNX) and one image from the command line, ours
+    against Ultralytics YOLOv8n (module docstring); no rows when the peer is not installed."""
+    cli = yolo_cli()
+    if cli is None:
+        print("yolo: Ultralytics' `yolo` command not found (set DETECT_YOLO or put it on PATH; "
+              "see detect/benchmark/yolo.py); suite skipped", file=sys.stderr)
+        return []
+    coco128 = shared_data_root() / "coco128"
+    from detect.api import Detector
+    from detect.export.onnx import export_onnx
+
+    rounds = opts.rounds(2, 1)
+    got: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data_yaml = yolo_dataset(coco128, root / "yolo128")
+        images = _held_out(root / "held_out")
+        arrays = [cv2.imread(str(f)) for f in sorted(images.iterdir())]
+        one = next(iter(sorted(images.iterdir())))
+        for r in range(rounds):
+            ours_ips, ckpt = ours_train(coco128, root / f"ours{r}", opts.threads)
+            peer_ips, weights = peer_train(cli, data_yaml, root / f"peer{r}", opts.threads)
+            det = Detector.from_checkpoint(ckpt)
+            onnx = root / f"ours{r}.onnx"
+            export_onnx(det, onnx)
+            exported = Detector.from_onnx(onnx, threads=opts.threads)
+            _run([cli, "export", f"model={weights}", "format=onnx", "imgsz=320"], opts.threads)
+            values = {
+                "train ours": ours_ips, "train peer": peer_ips,
+                "eager ours": ours_latency(det.predict, arrays),
+                "eager peer": peer_latency(cli, weights, images, opts.threads),
+                "onnx ours": ours_latency(exported.predict, arrays),
+                "onnx peer": peer_latency(cli, weights.with_suffix(".onnx"), images, opts.threads),
+                "cli ours": cli_seconds([sys.executable, str(REPO / "tools" / "infer.py"),
+                                         "--checkpoint", str(ckpt), "--source", str(one), "--out",
+                                         str(root / f"cli{r}"), "--quiet"], opts.threads),
+                "cli peer": cli_seconds([cli, "predict", f"model={weights}", f"source={one}",
+                                         "imgsz=320", "device=cpu"], opts.threads),
+            }
+            for k, v in values.items():
+                got.setdefault(k, []).append(v)
+    return [
+        _ratio_row("train img/s, boxes, coco128 320 b16", got["train ours"], got["train peer"],
+                   "img/s", 1.2, ">=", f"{EPOCHS} epochs each; epochs 2-{EPOCHS - 1} timed"),
+        _ratio_row("latency eager, 40 held-out images", got["eager ours"], got["eager peer"],
+                   "ms", 0.8, "<=", "mean per image, each project's own predict"),
+        _ratio_row("latency ONNX Runtime", got["onnx ours"], got["onnx peer"], "ms", 0.8, "<=",
+                   "tools/export.py graph vs `yolo export format=onnx`"),
+        _ratio_row("one image from the command line", got["cli ours"], got["cli peer"], "s", 1.0,
+                   "<=", "tools/infer.py vs `yolo predict`, wall clock"),
+    ]
