@@ -39,6 +39,8 @@ import cv2
 from detect.benchmark.common import Options, Row, shared_data_root
 
 EPOCHS = 4
+BATCH = 16
+TRAIN_IMAGES = 128  # coco128
 IMAGES = 40
 SPEED = re.compile(r"Speed: ([\d.]+)ms preprocess, ([\d.]+)ms inference, ([\d.]+)ms postprocess")
 REPO = Path(__file__).resolve().parents[2]
@@ -81,14 +83,14 @@ def yolo_dataset(coco128: Path, out: Path) -> Path:
 
 def peer_train(yolo: str, data_yaml: Path, out: Path, threads: int | None) -> tuple[float, Path]:
     """(images/s of epochs 2..EPOCHS-1, last.pt) of YOLOv8n trained by ``yolo train``."""
-    _run([yolo, "train", "model=yolov8n.yaml", f"data={data_yaml}", "imgsz=320", "batch=16",
+    _run([yolo, "train", "model=yolov8n.yaml", f"data={data_yaml}", "imgsz=320", f"batch={BATCH}",
           "workers=2", f"epochs={EPOCHS}", "device=cpu", "plots=False", "val=False",
           "pretrained=False", "amp=False", "close_mosaic=0", f"project={out}", "name=run",
           "exist_ok=True"], threads)
     with open(out / "run" / "results.csv") as f:
         elapsed = {int(float(r["epoch"])): float(r["time"]) for r in csv.DictReader(f)}
     seconds = elapsed[EPOCHS - 1] - elapsed[1]
-    return 128 * (EPOCHS - 2) / seconds, out / "run" / "weights" / "last.pt"
+    return TRAIN_IMAGES * (EPOCHS - 2) / seconds, out / "run" / "weights" / "last.pt"
 
 
 def ours_train(coco128: Path, out: Path, threads: int | None) -> tuple[float, Path]:
@@ -98,7 +100,9 @@ def ours_train(coco128: Path, out: Path, threads: int | None) -> tuple[float, Pa
     _run([sys.executable, "-c", "from detect.cli.train import main; raise SystemExit(main())",
           "--config", str(REPO / "configs" / "light_lite0_coco.yaml"), "--out", str(out),
           "--no-progress", "--quiet", f"data.train={split}", f"data.val={split}", "data.workers=2",
-          "train.heads=[cls, box]", f"train.max_steps={8 * EPOCHS}", "train.log_every=8",
+          "train.heads=[cls, box]", f"train.batch_size={BATCH}",
+          f"train.max_steps={TRAIN_IMAGES // BATCH * EPOCHS}",
+          f"train.log_every={TRAIN_IMAGES // BATCH}",
           "train.eval_every=0"], threads, cwd=REPO)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [r["images_per_s"] for r in records if "images_per_s" in r][1:EPOCHS - 1]
@@ -167,8 +171,8 @@ def yolo(opts: Options) -> list[Row]:
         root = Path(tmp)
         data_yaml = yolo_dataset(coco128, root / "yolo128")
         images = _held_out(root / "held_out")
-        arrays = [cv2.imread(str(f)) for f in sorted(images.iterdir())]
-        one = next(iter(sorted(images.iterdir())))
+        files = sorted(images.iterdir())
+        arrays, one = [cv2.imread(str(f)) for f in files], files[0]
         for r in range(rounds):
             ours_ips, ckpt = ours_train(coco128, root / f"ours{r}", opts.threads)
             peer_ips, weights = peer_train(cli, data_yaml, root / f"peer{r}", opts.threads)

@@ -1,7 +1,6 @@
 """Datasets and loaders from a `DataConfig`."""
 from __future__ import annotations
 
-
 from typing import Iterator
 
 import numpy as np

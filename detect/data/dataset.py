@@ -45,7 +45,6 @@ class CocoDetection(Dataset):
         self.transform = transform
         self.max_pixels = max_pixels
         self.seed = seed
-        self.epoch = 0
         self.masks = True  # decode the objects' masks when the annotations have segmentations
         if not self.images_dir.is_dir():
             raise DatasetError(f"{images_dir}: image folder not found")
@@ -92,14 +91,11 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self.ann.images)
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch of a plain integer index (`EpochSampler` gives ``(epoch, index)``)."""
-        self.epoch = epoch
-
     def __getitem__(self, key: int | tuple[int, int]) -> Sample | BadImage:
-        """Sample ``index`` (or ``(epoch, index)``), its augmentation seeded by (seed, epoch,
-        index): reproducible for a seed, varied per epoch."""
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        """Sample ``index`` (or ``(epoch, index)``, as `EpochSampler` gives; a plain index is
+        epoch 0), its augmentation seeded by (seed, epoch, index): reproducible for a seed,
+        varied per epoch."""
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         rec = self.ann.images[index]
         path = self.paths[index]
         try:

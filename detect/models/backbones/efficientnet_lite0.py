@@ -76,9 +76,12 @@ class EfficientNetLite0Backbone(Backbone):
         head, _, rest = key.partition(".")
         return f"{_LITE0_STEM[head]}.{rest}" if head in _LITE0_STEM else key
 
+    def _stem(self, images: Tensor) -> Tensor:
+        return self.bn1(self.conv_stem(images))  # the BN includes the ReLU6
+
     def forward(self, images: Tensor) -> list[Tensor]:
         """[B, 3, H, W] -> [C3 [B, 40, H/8, W/8], C4 [B, 112, H/16, W/16], C5 [B, 320, H/32, W/32]]."""
-        x = self.stage(0, lambda t: self.bn1(self.conv_stem(t)), images)  # [B, 32, H/2, W/2]; BN includes the ReLU6
+        x = self.stage(0, self._stem, images)  # [B, 32, H/2, W/2]
         outs = []
         for i, stage in enumerate(self.blocks):
             x = self.stage(i + 1, stage, x)

@@ -1,6 +1,8 @@
 """torchvision MobileNetV3-Large as a `Backbone`."""
 from __future__ import annotations
 
+import bisect
+
 import torchvision
 from torch import Tensor
 from torchvision.ops.misc import Conv2dNormActivation
@@ -38,9 +40,8 @@ class MobileNetV3Backbone(Backbone):
         """[B, 3, H, W] -> [C3 [B, 40, H/8, W/8], C4 [B, 112, H/16, W/16], C5 [B, 960, H/32, W/32]]."""
         outs = []
         x = images
-        bounds = self._stage_bounds
         for i, layer in enumerate(self.features):
-            x = self.stage(max(s for s, a in enumerate(bounds) if a <= i), layer, x)
+            x = self.stage(bisect.bisect_right(self._stage_bounds, i) - 1, layer, x)
             if i in self._out_indices:
                 outs.append(x)
         return outs

@@ -48,9 +48,12 @@ class ResNetBackbone(Backbone):
                     pairs.append((f"{p}.downsample.0", f"{p}.downsample.1"))
         return pairs
 
+    def _stem(self, images: Tensor) -> Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(images))))
+
     def forward(self, images: Tensor) -> list[Tensor]:
         """[B, 3, H, W] -> [C3 [B, C, H/8, W/8], C4 [.., H/16, W/16], C5 [.., H/32, W/32]]."""
-        x = self.stage(0, lambda t: self.maxpool(self.relu(self.bn1(self.conv1(t)))), images)  # [B, 64, H/4, W/4]
+        x = self.stage(0, self._stem, images)  # [B, 64, H/4, W/4]
         c2 = self.stage(1, self.layer1, x)  # [B, 64 * e, H/4, W/4]
         c3 = self.stage(2, self.layer2, c2)  # [B, 128 * e, H/8, W/8]
         c4 = self.stage(3, self.layer3, c3)  # [B, 256 * e, H/16, W/16]
