@@ -11,13 +11,18 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms
+from torchvision.ops import box_iou, clip_boxes_to_image, nms
 
 from detect.structures import Detections
 
 
 def nms_keep(
-    boxes: Tensor, scores: Tensor, labels: Tensor, iou: float, class_agnostic: bool = False
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    iou: float,
+    class_agnostic: bool = False,
+    limit: int | None = None,
 ) -> Tensor:
     """Hard NMS.
 
@@ -27,12 +32,30 @@ def nms_keep(
         labels: [N] int64; boxes of different labels never suppress each other unless
             ``class_agnostic``.
         iou: a box is suppressed by a higher-scoring one when their IoU is above this.
+        limit: only the first ``limit`` kept boxes are wanted (None: all).
     Returns:
-        [M] int64 indices of the kept boxes, by decreasing score.
+        [M] int64 indices of the kept boxes, by decreasing score (M <= ``limit``).
     """
-    if class_agnostic:
-        return nms(boxes, scores, iou)
-    return batched_nms(boxes, scores, labels, iou)
+    if not class_agnostic and boxes.numel():
+        # one NMS over boxes moved apart per class, as torchvision's `batched_nms` does below
+        # 1000 boxes (above, it loops over the classes: 1.4 ms of 4.5 for 4000 candidates)
+        boxes = boxes + (labels.to(boxes) * (boxes.max() + 1))[:, None]
+    if limit is None or len(scores) <= _PREFIX * limit:
+        return nms(boxes, scores, iou)[:limit]
+    # Greedy NMS decides a box from the higher-scoring ones alone, so NMS of the best n
+    # candidates keeps exactly the start of what NMS of all keeps: grow n until it keeps
+    # ``limit`` (one short run instead of a quadratic one over thousands of candidates).
+    order = scores.argsort(descending=True, stable=True)
+    n = _PREFIX * limit
+    while True:
+        best = order[:n]
+        keep = nms(boxes[best], scores[best], iou)
+        if len(keep) >= limit or n >= len(order):
+            return best[keep[:limit]]
+        n *= _PREFIX
+
+
+_PREFIX = 4  # the first NMS run of `nms_keep` takes this many times ``limit`` candidates
 
 
 def soft_nms_keep(
@@ -95,7 +118,10 @@ def _top_candidates(
     start = 0
     for num_anchors in num_anchors_per_level:
         level = scores[:, start : start + num_anchors].flatten(1)  # [B, A_l*C]
-        k = min(topk_per_level, level.shape[1])
+        # no more than the most candidates above the threshold of any image: the same pairs
+        # survive, and a small top-k is several times cheaper than one of 1000
+        above = int((level > score_thresh).sum(1).max()) if level.numel() else 0
+        k = min(topk_per_level, level.shape[1], above)
         top, flat = level.topk(k, dim=1)  # [B, k]
         flat, order = flat.sort(dim=1)
         top = top.gather(1, order)
@@ -207,8 +233,8 @@ def _select(
     if image_size is not None:
         cand_boxes = clip_boxes_to_image(cand_boxes, image_size)
     if soft_nms_sigma is None:
-        keep = nms_keep(cand_boxes, cand_scores, cand_labels, nms_iou, class_agnostic)
-        keep = keep[:max_detections]
+        keep = nms_keep(cand_boxes, cand_scores, cand_labels, nms_iou, class_agnostic,
+                        max_detections)
         kept_scores = cand_scores[keep]
     else:
         keep, kept_scores = soft_nms_keep(cand_boxes, cand_scores, cand_labels, soft_nms_sigma,

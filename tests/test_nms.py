@@ -41,6 +41,28 @@ def test_nms_keep_matches_torchvision() -> None:
 
 
 @pytest.mark.parametrize("class_agnostic", [False, True])
+def test_nms_keep_of_thousands_and_its_limit(class_agnostic: bool) -> None:
+    """Above 1000 boxes torchvision loops over the classes; ours moves them apart and, with a
+    limit, runs NMS on growing prefixes by score: the same boxes either way."""
+    g = torch.Generator().manual_seed(3)
+    n = 3000
+    xy = torch.rand(n, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 20 + torch.rand(n, 2, generator=g) * 20], 1)  # most suppressed
+    scores = torch.rand(n, generator=g)  # no ties
+    labels = torch.randint(0, 4, (n,), generator=g)
+    if class_agnostic:
+        full = torchvision.ops.nms(boxes, scores, 0.5)
+    else:
+        full = torchvision.ops.batched_nms(boxes, scores, labels, 0.5)
+    assert torch.equal(nms_keep(boxes, scores, labels, 0.5, class_agnostic), full)
+    best = scores.argsort(descending=True)[:4 * 150]  # the first prefix for a limit of 150
+    assert len(torchvision.ops.nms(boxes[best], scores[best], 0.5)) < 150 < len(full)
+    for limit in (1, 20, 150, len(full), n):
+        kept = nms_keep(boxes, scores, labels, 0.5, class_agnostic, limit=limit)
+        assert torch.equal(kept, full[:limit]), limit
+
+
+@pytest.mark.parametrize("class_agnostic", [False, True])
 def test_postprocess_equals_batched_nms_on_one_level(class_agnostic: bool) -> None:
     g = torch.Generator().manual_seed(1)
     num_images, num_anchors, num_classes = 2, 80, 3
@@ -193,3 +215,20 @@ def test_soft_nms_keep_with_tiny_sigma_equals_hard_nms_at_zero_iou() -> None:
 def test_rejects_mismatched_levels() -> None:
     with pytest.raises(ValueError, match="num_anchors_per_level"):
         postprocess(torch.zeros(1, 5, 2), torch.zeros(1, 5, 4), [2, 2])
+
+
+def test_postprocess_with_few_or_no_candidates_above_the_threshold() -> None:
+    """The per-level top-k shrinks to the most candidates above the threshold of any image:
+    the same detections as a full top-k, none where nothing is above it."""
+    g = torch.Generator().manual_seed(4)
+    levels = [40, 10]
+    boxes = row_boxes(2, 50)  # disjoint
+    scores = torch.rand(2, 50, 3, generator=g) * 0.05  # nothing above 0.05 ...
+    scores[0, 3, 1], scores[0, 45, 2], scores[1, 7, 0] = 0.5, 0.3, 0.9  # ... but these three
+    dets = postprocess(scores, boxes, levels, score_thresh=0.05, topk_per_level=1000)
+    assert torch.equal(dets[0].scores, torch.tensor([0.5, 0.3]))
+    assert torch.equal(dets[0].labels, torch.tensor([1, 2]))
+    assert torch.equal(anchors_of(dets[0].boxes), torch.tensor([3, 45]))
+    assert torch.equal(anchors_of(dets[1].boxes), torch.tensor([7]))
+    none = postprocess(scores.clamp(max=0.05), boxes, levels, score_thresh=0.05)
+    assert [len(d) for d in none] == [0, 0]
