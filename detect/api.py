@@ -11,7 +11,7 @@ from detect.config import Config, load_config
 from detect.config_data import keypoint_sigmas, model_keypoints, model_masks, resolve_keypoints
 from detect.data.annotations import CategoryMap, KeypointMeta
 from detect.data.image_io import ImageInput, load_image
-from detect.data.transforms import Sample, letterbox_image
+from detect.data.transforms import Sample, letterbox_image, stack_padded
 from detect.engine.checkpoint import load_checkpoint, load_weights, stored_config
 from detect.models.build import HeadFactory, build_for_data, build_model, mask_classes
 from detect.models.detector import HeadOutputs, MultiHeadDetector
@@ -35,13 +35,18 @@ class Detector:
         self.cfg, self.categories, self.keypoints = cfg, categories, keypoints
         self.params = cfg.postprocess
         self.image_size = cfg.data.image_size
+        # the network sees the smallest canvas of multiples of data.size_divisor that holds the
+        # batch (a 4:3 photo: 20 % fewer pixels than the square, docs/BENCHMARKS.md); True: the
+        # square, as an exported graph (fixed S x S input) and evaluation see it
+        self.square_input = False
         self._network: Callable[[torch.Tensor], HeadOutputs] = self.model
 
     def optimize(self) -> "Detector":
-        """Run the network as the fastest of eager PyTorch and two frozen TorchScript graphs, timed
-        on the first batch of each shape (`FrozenForward`: 1.1x faster for R50 at 640, 1.8x for
-        the light model; the first batch pays seconds of tracing and timing). Call after the
-        weights are final; a no-op on other devices. Returns self."""
+        """Run the network as a frozen TorchScript graph on the CPU, the kind measured fastest for
+        its backbone (`FrozenForward`: 1.2x faster than eager for the light model at 320, 1.1x for
+        R50 at 640). The first batch of each shape pays the tracing and a few warm-up runs (about
+        a second for the light model): worth it for folders and video, not for one image. Call
+        after the weights are final; a no-op on other devices. Returns self."""
         if self.device.type == "cpu":
             self._network = FrozenForward(self.model)
         return self
@@ -152,8 +157,9 @@ class Detector:
     predict_video = predict_video  # `detect.video.predict_video` over this predict()
 
     def _predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
-        samples = [letterbox_image(img, self.image_size) for img in images]
-        batch = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2)
+        divisor = None if self.square_input else self.cfg.data.size_divisor
+        samples = [letterbox_image(img, self.image_size, divisor) for img in images]
+        batch = torch.from_numpy(stack_padded([s.image for s in samples])).permute(0, 3, 1, 2)
         out = self._network(batch.to(self.device))
         dets = self.model.detect(out, [s.image.shape[:2] for s in samples], self.params)
         return [self._to_prediction(d, s, img.shape[:2]) for d, s, img in zip(dets, samples, images)]
