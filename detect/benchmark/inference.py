@@ -32,7 +32,7 @@ def _retinanet_rows(opts: Options, image: np.ndarray, size: int, policy: peers.S
                     frozen_bn: bool, target: float | None, optimize: bool = False) -> Row:
     det = peers.ours(RETINANET, size, 0, policy, opts.device)
     if optimize:
-        det.optimize()  # fastest of eager and frozen graphs (tools/infer.py --optimize)
+        det.optimize()  # a frozen graph (tools/infer.py --optimize)
     peer = peers.torchvision_retinanet(size, frozen_bn, policy).eval().to(opts.device)
     n_ours, n_peer = _candidates(det, peer, image, opts.device)
     times = time_interleaved({"ours": lambda: det.predict(image),

@@ -94,7 +94,7 @@ def _infer_rows(opts: Options, config: str, label: str, size: int, num_keypoints
                        lambda: nchw.predict(image), repeats),
             _lever_row(f"frozen graph (Detector.optimize), {label} infer {size}",
                        lambda: frozen.predict(image), lambda: nhwc.predict(image), repeats,
-                       note="fastest of eager and frozen graphs, channels_last, vs eager")]
+                       note="frozen graph of the backbone's kind, channels_last, vs eager")]
 
 
 def decode_all(model: MultiHeadDetector, out, image_sizes, params) -> list:

@@ -45,8 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=8, help="images or frames per network call")
     p.add_argument("--optimize", action="store_true",
-                   help="CPU: run the network as the fastest of eager and two frozen TorchScript "
-                        "graphs, timed on the first batch (pays for folders of images)")
+                   help="CPU: run the network as a frozen TorchScript graph (about a second to "
+                        "build per image shape; pays for folders of images and video)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 if any image or video could not be read")
     p.add_argument("--no-vis", action="store_true", help="do not write drawings or drawn videos")
@@ -156,7 +156,7 @@ def load_detector(args: argparse.Namespace, heads: Sequence = ()):
     else:
         det = Detector.from_checkpoint(args.checkpoint, device=args.device, heads=heads)
         if args.optimize:
-            det.optimize()  # fastest of eager / frozen graphs on the CPU (no-op elsewhere)
+            det.optimize()  # a frozen graph on the CPU (no-op elsewhere)
     if args.score_thresh is not None:
         det.params = replace(det.params, score_thresh=args.score_thresh)
     return det

@@ -3,28 +3,33 @@ inference.
 
 ``torch.jit.freeze`` turns the weights into constants (so the folded BatchNorm scales are computed
 once); ``torch.jit.optimize_for_inference`` also fuses convolution + ReLU / + add and pre-packs
-the convolution weights for oneDNN. Which is fastest depends on the model: on 2 CPU threads the
-R50 RetinaNet at 640 ran 1.10x faster than eager with ``optimize_for_inference`` and slower with
-``freeze`` alone, the light EfficientNet-Lite0 model at 320 1.8x faster with ``freeze`` alone and
-1.4x with ``optimize_for_inference``. So the first call for an input shape traces the network,
-builds both graphs, times them against eager on that input and keeps the fastest (for R50 about
-ten forward passes: seconds). Outputs equal the eager model's to float rounding.
+the convolution weights for oneDNN. Which is faster depends on the backbone, so each says which
+it takes (`Backbone.inference_graph`), measured once on 2 CPU threads (docs/BENCHMARKS.md): the
+light EfficientNet-Lite0 model at 320 ran 1.2x faster than eager with ``freeze`` alone and
+0.85-1.07x with ``optimize_for_inference``; the R50 RetinaNet at 640 1.10x faster with
+``optimize_for_inference`` and 0.90x with ``freeze`` alone. Nothing is timed at start: the first
+call for an input shape traces the network, builds its graph and runs it a few times (the
+TorchScript executor specialises the graph over its first calls; until then it is slower than
+eager). Outputs equal the eager model's to float rounding.
 
-A choice is kept per input shape and dtype (a letterboxed batch has one shape per batch size).
-The graphs hold the weights as constants: build a `FrozenForward` after loading the weights and a
-new one after changing them. Anchors, decoding and NMS stay in eager PyTorch
+A graph is kept per input shape and dtype (a letterboxed batch has one shape per batch size and
+orientation). The graphs hold the weights as constants: build a `FrozenForward` after loading the
+weights and a new one after changing them. Anchors, decoding and NMS stay in eager PyTorch
 (`MultiHeadDetector.detect`).
 """
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from detect.models.detector import HeadOutputs, MultiHeadDetector
+
+GraphKind = Literal["freeze", "optimize_for_inference"]
+WARM_UP = 3  # calls of a new graph before it is used: the executor's profiling runs, then one
 
 
 class _Dense(nn.Module):
@@ -53,44 +58,33 @@ class FrozenForward:
             raise ValueError("FrozenForward needs a model in eval mode")
         self.model = model.set_memory_format(channels_last=True)
         self.names = list(model.heads)
+        self.kind: GraphKind = getattr(model.backbone, "inference_graph", "freeze")
         # input key -> (graph, feature sizes, names of the extra maps)
         self.graphs: dict[tuple, tuple[Callable[[Tensor], tuple[Tensor, ...]],
                                        list[tuple[int, int]], list[str]]] = {}
-        self.chosen: dict[tuple, str] = {}  # input key -> "eager", "freeze" or "optimize_for_inference"
 
     @torch.inference_mode()
     def __call__(self, images: Tensor) -> HeadOutputs:
         key = (tuple(images.shape), images.dtype)
         if key not in self.graphs:
-            self.chosen[key], self.graphs[key] = self._build(images)
+            self.graphs[key] = self._build(images)
         graph, sizes, map_names = self.graphs[key]
         outs = graph(images)
         n = len(self.names)
         return HeadOutputs(dict(zip(self.names, outs[:n])), sizes, dict(zip(map_names, outs[n:])))
 
-    def _build(self, images: Tensor) -> tuple[str, tuple[Callable, list[tuple[int, int]], list[str]]]:
+    def _build(self, images: Tensor) -> tuple[Callable, list[tuple[int, int]], list[str]]:
         out = self.model(images)
-        candidates = self.candidates(images)
-        name = min(candidates, key=lambda n: _seconds(candidates[n], images))
-        return name, (candidates[name], out.feature_sizes, list(out.maps))
+        graph = self.graph(images, self.kind)
+        for _ in range(WARM_UP):
+            graph(images)
+        return graph, out.feature_sizes, list(out.maps)
 
-    def candidates(self, images: Tensor) -> dict[str, Callable[[Tensor], tuple[Tensor, ...]]]:
-        """Eager, frozen and frozen + optimised versions of the network, traced on ``images``."""
-        eager = _Dense(self.model).eval()
+    def graph(self, images: Tensor, kind: GraphKind) -> Callable[[Tensor], tuple[Tensor, ...]]:
+        """The network traced on ``images`` and frozen (``kind``), tensors out."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings; "torch.jit is deprecated"
-            traced = torch.jit.trace(eager, images, check_trace=False)
-            frozen = torch.jit.freeze(traced)  # each freeze returns a new module
-            optimized = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-        return {"eager": eager, "freeze": frozen, "optimize_for_inference": optimized}
+            frozen = torch.jit.freeze(torch.jit.trace(_Dense(self.model).eval(), images,
+                                                      check_trace=False))
+            return torch.jit.optimize_for_inference(frozen) if kind != "freeze" else frozen
 
-
-def _seconds(fn: Callable, images: Tensor, runs: int = 2) -> float:
-    """Best of ``runs`` timed calls after one warm-up call."""
-    fn(images)
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn(images)
-        best = min(best, time.perf_counter() - start)
-    return best

@@ -8,6 +8,7 @@ file loads with no renaming (torchvision) or a fixed key rename (the EfficientNe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,9 @@ class Backbone(nn.Module):
     # while training, the frozen stages in this precision (None: float32); the trainer sets it
     # (`train.frozen_bf16`): they compute no gradient, so only their forward is cheaper
     frozen_dtype: torch.dtype | None = None
+    # the frozen TorchScript graph `Detector.optimize()` runs it as on the CPU, the faster one
+    # as measured for this backbone (`detect.models.frozen`)
+    inference_graph: Literal["freeze", "optimize_for_inference"] = "freeze"
 
     def stage(self, index: int, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         """``fn(x)`` for stage ``index`` (0 the stem): a frozen stage while training and

@@ -17,6 +17,7 @@ class ResNetBackbone(Backbone):
     """
 
     skip_prefixes = ("fc.",)
+    inference_graph = "optimize_for_inference"  # R50 at 640: 1.10x eager, `freeze` alone 0.90x
 
     def __init__(self, depth: Literal[18, 34, 50]) -> None:
         super().__init__()
