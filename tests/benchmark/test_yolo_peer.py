@@ -2,6 +2,7 @@
 dataset layout from coco128, and reads the numbers the peer's command line writes."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,25 @@ def test_the_peers_speed_line_is_read() -> None:
     match = peer.SPEED.search(text)
     assert match is not None
     assert sum(float(v) for v in match.groups()) == pytest.approx(24.2)
+
+
+def test_coco_mini_persons_in_the_peers_pose_layout(shared_data: Path, tmp_path: Path) -> None:
+    mini = shared_data / "coco-mini"
+    ann = mini / "annotations" / "person_keypoints_train2017.json"
+    data_yaml = peer.yolo_pose_dataset(mini / "train2017", ann, tmp_path / "pose")
+    spec = yaml.safe_load(data_yaml.read_text())
+    assert spec["kpt_shape"] == [17, 3] and spec["names"] == {0: "person"}
+    flip = spec["flip_idx"]
+    assert sorted(flip) == list(range(17)) and flip[:3] == [0, 2, 1]  # nose; eyes swapped
+    assert all(flip[flip[i]] == i for i in range(17))
+    labels = sorted((tmp_path / "pose" / "labels" / "train").glob("*.txt"))
+    assert len(labels) == len(list((tmp_path / "pose" / "images" / "train").iterdir())) == 80
+    lines = [[float(x) for x in line.split()]
+             for p in labels for line in p.read_text().splitlines()]
+    gt = json.loads(ann.read_text())
+    persons = [a for a in gt["annotations"] if not a.get("iscrowd")]
+    assert len(lines) == len(persons) > 0
+    assert all(len(v) == 5 + 17 * 3 and v[0] == 0 and all(0 <= x <= 1 for x in v[1:5])
+               for v in lines)
+    visible = sum(int(v[5 + 3 * i + 2] > 0) for v in lines for i in range(17))
+    assert visible == sum(int(a["keypoints"][3 * i + 2] > 0) for a in persons for i in range(17))
