@@ -15,6 +15,8 @@ from torchvision.ops import box_iou, clip_boxes_to_image, nms
 
 from detect.structures import Detections
 
+_PREFIX = 4  # the first NMS run of `nms_keep` takes this many times ``limit`` candidates
+
 
 def nms_keep(
     boxes: Tensor,
@@ -53,9 +55,6 @@ def nms_keep(
         if len(keep) >= limit or n >= len(order):
             return best[keep[:limit]]
         n *= _PREFIX
-
-
-_PREFIX = 4  # the first NMS run of `nms_keep` takes this many times ``limit`` candidates
 
 
 def soft_nms_keep(

@@ -84,9 +84,9 @@ def yolo_dataset(coco128: Path, out: Path) -> Path:
     return out / "data.yaml"
 
 
-def yolo_pose_dataset(images: Path, annotations: Path, out: Path) -> Path:
+def yolo_pose_dataset(images: Path, annotations: Path, out: Path) -> tuple[Path, int]:
     """A COCO person-keypoints split in Ultralytics' pose layout (one class, lines ``0 cx cy w h``
-    then ``x y v`` per keypoint, normalised; images linked) -> its data.yaml."""
+    then ``x y v`` per keypoint, normalised; images linked) -> (its data.yaml, its images)."""
     from detect.data.annotations import load_annotations
 
     ann = load_annotations([str(annotations)])
@@ -110,7 +110,7 @@ def yolo_pose_dataset(images: Path, annotations: Path, out: Path) -> Path:
         flip[a], flip[b] = b, a
     (out / "data.yaml").write_text(f"path: {out}\ntrain: images/train\nval: images/train\n"
                                    f"kpt_shape: [{k}, 3]\nflip_idx: {flip}\nnames:\n  0: person\n")
-    return out / "data.yaml"
+    return out / "data.yaml", len(ann.images)
 
 
 def peer_train(yolo: str, data_yaml: Path, out: Path, threads: int | None,
@@ -209,8 +209,7 @@ def yolo(opts: Options) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data_yaml = yolo_dataset(coco128, root / "yolo128")
-        pose_yaml = yolo_pose_dataset(mini / "train2017", pose_ann, root / "pose")
-        pose_count = len(list((root / "pose" / "images" / "train").iterdir()))
+        pose_yaml, pose_count = yolo_pose_dataset(mini / "train2017", pose_ann, root / "pose")
         images = _held_out(root / "held_out")
         files = sorted(images.iterdir())
         arrays, one = [cv2.imread(str(f)) for f in files], files[0]

@@ -19,8 +19,8 @@ anchors are computed once for the fixed input size and held as a buffer.
 NMS is class-aware by moving each class's boxes apart (by ``label * (S + 1)``; boxes are clipped to
 S), so that one class-free NMS never lets two classes suppress each other, as in eager. It has two
 implementations with the same result: ONNX ``NonMaxSuppression`` (boxes [B, M, 4], scores
-[B, 1, M]) when exporting to ONNX, and `nms_reference` (``torchvision.ops.batched_nms`` per image, scripted so
-that a traced TorchScript graph keeps its loop over the batch) otherwise.
+[B, 1, M]) when exporting to ONNX, and `nms_reference` (``torchvision.ops.batched_nms`` per
+image, scripted so that a traced TorchScript graph keeps its loop over the batch) otherwise.
 """
 from __future__ import annotations
 

@@ -87,4 +87,3 @@ class FrozenForward:
             frozen = torch.jit.freeze(torch.jit.trace(_Dense(self.model).eval(), images,
                                                       check_trace=False))
             return torch.jit.optimize_for_inference(frozen) if kind != "freeze" else frozen
-

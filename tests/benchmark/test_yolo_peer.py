@@ -52,7 +52,7 @@ def test_the_peers_speed_line_is_read() -> None:
 def test_coco_mini_persons_in_the_peers_pose_layout(shared_data: Path, tmp_path: Path) -> None:
     mini = shared_data / "coco-mini"
     ann = mini / "annotations" / "person_keypoints_train2017.json"
-    data_yaml = peer.yolo_pose_dataset(mini / "train2017", ann, tmp_path / "pose")
+    data_yaml, count = peer.yolo_pose_dataset(mini / "train2017", ann, tmp_path / "pose")
     spec = yaml.safe_load(data_yaml.read_text())
     assert spec["kpt_shape"] == [17, 3] and spec["names"] == {0: "person"}
     flip = spec["flip_idx"]
@@ -60,6 +60,7 @@ def test_coco_mini_persons_in_the_peers_pose_layout(shared_data: Path, tmp_path:
     assert all(flip[flip[i]] == i for i in range(17))
     labels = sorted((tmp_path / "pose" / "labels" / "train").glob("*.txt"))
     assert len(labels) == len(list((tmp_path / "pose" / "images" / "train").iterdir())) == 80
+    assert count == 80
     lines = [[float(x) for x in line.split()]
              for p in labels for line in p.read_text().splitlines()]
     gt = json.loads(ann.read_text())
