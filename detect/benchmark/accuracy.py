@@ -31,7 +31,7 @@ from detect.data.synthetic.write import generate
 from detect.engine.inference import coco_records, evaluate_model
 from detect.evaluation import evaluate
 from detect.models.build import build_model
-from detect.models.detector import MultiHeadDetector
+from detect.models.detector import FPN_INPUTS, MultiHeadDetector
 from detect.prediction import Prediction
 from detect.structures import Batch, Detections, map_to_original
 
@@ -50,7 +50,8 @@ class FeaturePyramid(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
-        feats = self.neck(self.backbone(images.contiguous(memory_format=torch.channels_last)))
+        levels = self.backbone(images.contiguous(memory_format=torch.channels_last))
+        feats = self.neck(levels[FPN_INPUTS])
         return OrderedDict((str(i), f) for i, f in enumerate(feats))
 
 

@@ -138,7 +138,7 @@ class Head(nn.Module):
 
     def extra_map(self, features: list[Tensor], levels: list[Tensor]) -> Tensor | None:
         """A map this head keeps besides its dense prediction, from the FPN ``features`` or the
-        backbone's ``levels`` (C3, C4, C5), for its loss and decoding (`HeadOutputs.maps`,
+        backbone's ``levels`` (C2, C3, C4, C5), for its loss and decoding (`HeadOutputs.maps`,
         exported graphs too); None (the default): none."""
         return None
 

@@ -70,7 +70,7 @@ class KeypointHead(InstanceHead):
                  coder: BoxCoder, sigmas: tuple[float, ...], l1_weight: float = 1.0,
                  handedness_pairs: tuple[tuple[int, int], ...] = (), side_weight: float = 1.0,
                  field_groups: list[int] | None = None, field_weight: float = 1.0,
-                 side_crop: CropHandedness | None = None, crop_level: int = 1) -> None:
+                 side_crop: CropHandedness | None = None, crop_level: int = 2) -> None:
         fields = field_groups or []
         if side_crop is not None and not handedness_pairs:
             raise ValueError("a crop handedness classifier needs handedness_pairs")

@@ -22,11 +22,11 @@ from detect.heads.keypoint_side import CropHandedness
 from detect.heads.masks import MaskHead, Prototypes
 from detect.matching import ATSSMatcher, IoUMatcher
 from detect.models.backbone import build_backbone, efficientnet_lite0_weights_path
-from detect.models.detector import MultiHeadDetector
+from detect.models.detector import FPN_INPUTS, MultiHeadDetector
 from detect.models.fpn import FPN
 
 PACKAGE_WEIGHTS = "package"  # model.backbone.weights: use the weights an installed package ships
-CROP_LEVEL = 1  # the backbone map the keypoint head's crop classifier reads: C4
+CROP_LEVEL = 2  # the backbone map the keypoint head's crop classifier reads: C4
 # names a head cannot take: the exported graph's outputs besides the heads' fields
 RESERVED_NAMES = ("boxes", "scores", "labels", "num_detections")
 
@@ -76,7 +76,7 @@ def build_model(cfg: ModelConfig, num_classes: int, num_keypoints: int = 0,
     backbone = build_backbone(b.name, weights=weights, freeze_bn=b.freeze_bn,
                               frozen_stages=b.frozen_stages)
     n = cfg.neck
-    neck = FPN(list(backbone.out_channels), out_channels=n.channels, extra_levels=n.extra_levels,
+    neck = FPN(list(backbone.out_channels[FPN_INPUTS]), out_channels=n.channels, extra_levels=n.extra_levels,
                extra_from=n.extra_from, depthwise=n.depthwise)
     strides = [8 * 2 ** i for i in range(3 + n.extra_levels)]
     a = cfg.anchors
@@ -135,7 +135,8 @@ def mask_classes(cfg: Config, categories: CategoryMap) -> list[bool]:
 
 def _mask_head(h: HeadsConfig, ctx: HeadContext) -> MaskHead:
     m = h.masks
-    protos = Prototypes(ctx.channels, m.proto_channels, m.num_prototypes, m.stride)
+    protos = Prototypes(ctx.channels, m.proto_channels, m.num_prototypes, m.stride,
+                        ctx.backbone_channels[0])
     return MaskHead(ctx.channels, ctx.num_anchors, ctx.tower(m.tower_depth), protos,
                     m.num_prototypes, m.stride, m.dice_weight)
 

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from detect.data.annotations import CategoryMap
 
 
+FPN_INPUTS = slice(1, None)  # of the backbone's [C2, C3, C4, C5], the FPN reads C3-C5
+
+
 @dataclass
 class HeadOutputs:
     """preds: head name -> [B, A, D]; feature_sizes: (H_l, W_l) per FPN level; maps: head name
@@ -73,11 +76,11 @@ class MultiHeadDetector(nn.Module):
 
     def features(self, images: Tensor) -> list[Tensor]:
         """Backbone + FPN: per level [B, F, H_l, W_l]."""
-        return self.neck(self.backbone(self.normalize(images)))
+        return self.neck(self.backbone(self.normalize(images))[FPN_INPUTS])
 
     def forward(self, images: Tensor) -> HeadOutputs:
-        levels = self.backbone(self.normalize(images))  # C3, C4, C5
-        feats = self.neck(levels)
+        levels = self.backbone(self.normalize(images))  # C2, C3, C4, C5
+        feats = self.neck(levels[FPN_INPUTS])
         sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
         preds = {name: head(feats) for name, head in self.heads.items()}
         maps = {name: m for name, head in self.heads.items()

@@ -15,7 +15,8 @@ from detect.structures import Matches, Target
 
 
 def _head(num_prototypes: int = 2, stride: int = 4) -> MaskHead:
-    return MaskHead(8, 1, None, Prototypes(8, 4, num_prototypes, stride), num_prototypes, stride)
+    protos = Prototypes(8, 4, num_prototypes, stride, fine_channels=3)
+    return MaskHead(8, 1, None, protos, num_prototypes, stride)
 
 
 def test_box_region_takes_the_pixels_whose_centres_are_inside() -> None:
@@ -73,7 +74,7 @@ def test_objects_without_a_mask_add_nothing_and_the_loss_still_reaches_every_par
     head = _head()
     features = [torch.randn(1, 8, 2, 2)]
     pred = head(features)  # [1, 4, 2]
-    protos = head.extra_map(features, [])
+    protos = head.extra_map(features, [torch.randn(1, 3, 4, 4)])  # P3 and C2
     target = Target(torch.tensor([[0.0, 0.0, 8.0, 8.0]]), torch.tensor([0]),
                     masks=torch.ones(1, 8, 8, dtype=torch.uint8), has_mask=torch.tensor([False]))
     loss = head.loss(pred, _matches(4, [0, 0, -1, -1], target), protos)["loss_mask"]
@@ -130,3 +131,16 @@ def test_masks_to_original_stay_inside_the_box_and_resample_the_logits() -> None
     assert (out[1] == ref[1]).mean() > 0.999
     assert (out[0, 12:70, 10:50] == ref[0, 12:70, 10:50]).mean() > 0.999
     assert out[2, :, :79].sum() == 0
+
+
+def test_prototypes_at_stride_4_read_the_backbones_c2() -> None:
+    """Two inputs differing only in C2 give other prototypes (the fine map is used), at C2's size;
+    at stride 8 there is no C2 branch and P3's size is kept."""
+    protos = Prototypes(8, 4, 2, 4, fine_channels=3).eval()
+    p3, c2 = torch.randn(1, 8, 3, 5), torch.randn(2, 3, 6, 10)
+    out = protos(p3.expand(2, -1, -1, -1), c2)
+    assert out.shape == (2, 2, 6, 10)
+    assert not torch.allclose(out[0], out[1])
+    assert Prototypes(8, 4, 2, 8)(p3, c2).shape == (1, 2, 3, 5)
+    with pytest.raises(ValueError, match="C2"):
+        Prototypes(8, 4, 2, 4)

@@ -1,4 +1,5 @@
-"""The interface every backbone follows: images [B, 3, H, W] -> [C3, C4, C5] at strides 8, 16, 32.
+"""The interface every backbone follows: images [B, 3, H, W] -> [C2, C3, C4, C5] at strides 4, 8,
+16, 32 (the FPN reads C3-C5; C2 is there for heads that need fine detail, such as the masks').
 
 Each backbone keeps its layers under the source library's own attribute names (torchvision for
 ResNet and MobileNetV3, timm for EfficientNet-Lite0), minus the classifier, so a published weight
@@ -21,8 +22,8 @@ class Backbone(nn.Module):
     """Interface shared by all backbones.
 
     Attributes:
-        out_channels: channels of [C3, C4, C5].
-        strides: [8, 16, 32].
+        out_channels: channels of [C2, C3, C4, C5].
+        strides: [4, 8, 16, 32].
         pixel_mean, pixel_std: input normalisation (RGB in [0, 1]) the ImageNet weights expect.
         skip_prefixes: key prefixes of a source weight file that are deliberately not loaded
             (classifier / head).

@@ -28,11 +28,11 @@ _LITE0_BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)")
 
 
 class EfficientNetLite0Backbone(Backbone):
-    """EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``); C3, C4, C5 = outputs of timm stages 2, 4, 6.
+    """EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``); C2..C5 = outputs of timm stages 1, 2, 4, 6.
 
     The TF variant (TF "SAME" padding, BN eps 1e-3, ReLU6, no SE) because the ImageNet weights
     were converted from the TensorFlow checkpoint; inputs are expected in [-1, 1] (mean = std =
-    0.5). Channels [40, 112, 320]. The 320->1280 head conv and the classifier are not part of the
+    0.5). Channels [24, 40, 112, 320]. The 320->1280 head conv and the classifier are not part of the
     backbone. Stages for ``frozen_stages``: 0 stem (conv_stem, bn1), 1..7 timm ``blocks.0..6``.
     """
 
@@ -40,14 +40,14 @@ class EfficientNetLite0Backbone(Backbone):
     pixel_std = (0.5, 0.5, 0.5)
     # package (lukemelas) layout: head conv, head BN, classifier; then the same in timm layout
     skip_prefixes = ("_conv_head.", "_bn1.", "_fc.", "conv_head.", "bn2.", "classifier.")
-    _out_stages = (2, 4, 6)
+    _out_stages = (1, 2, 4, 6)
 
     def __init__(self) -> None:
         super().__init__()
-        body = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(2, 3, 4), pretrained=False)
+        body = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(1, 2, 3, 4), pretrained=False)
         self.conv_stem, self.bn1, self.blocks = body.conv_stem, body.bn1, body.blocks
-        self.out_channels = list(body.feature_info.channels())  # [40, 112, 320]
-        self.strides = [8, 16, 32]
+        self.out_channels = list(body.feature_info.channels())  # [24, 40, 112, 320]
+        self.strides = [4, 8, 16, 32]
 
     def stages(self) -> list[tuple[str, ...]]:
         return [("conv_stem", "bn1")] + [(f"blocks.{i}",) for i in range(len(self.blocks))]
@@ -80,7 +80,8 @@ class EfficientNetLite0Backbone(Backbone):
         return self.bn1(self.conv_stem(images))  # the BN includes the ReLU6
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        """[B, 3, H, W] -> [C3 [B, 40, H/8, W/8], C4 [B, 112, H/16, W/16], C5 [B, 320, H/32, W/32]]."""
+        """[B, 3, H, W] -> [C2 [B, 24, H/4, W/4], C3 [B, 40, H/8, W/8], C4 [B, 112, H/16, W/16],
+        C5 [B, 320, H/32, W/32]]."""
         x = self.stage(0, self._stem, images)  # [B, 32, H/2, W/2]
         outs = []
         for i, stage in enumerate(self.blocks):

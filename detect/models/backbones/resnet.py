@@ -10,7 +10,7 @@ from detect.models.backbones.base import Backbone
 
 
 class ResNetBackbone(Backbone):
-    """torchvision ResNet-18/34/50; C3..C5 are the outputs of layer2..layer4.
+    """torchvision ResNet-18/34/50; C2..C5 are the outputs of layer1..layer4.
 
     Stages for ``frozen_stages``: 0 stem (conv1, bn1), 1..4 layer1..layer4; so ``frozen_stages=2``
     freezes stem + layer1 (torchvision's ``trainable_layers=3``).
@@ -33,8 +33,8 @@ class ResNetBackbone(Backbone):
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         expansion = 4 if depth == 50 else 1  # Bottleneck vs BasicBlock
-        self.out_channels = [128 * expansion, 256 * expansion, 512 * expansion]
-        self.strides = [8, 16, 32]
+        self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self.strides = [4, 8, 16, 32]
 
     def stages(self) -> list[tuple[str, ...]]:
         return [("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)]
@@ -53,10 +53,11 @@ class ResNetBackbone(Backbone):
         return self.maxpool(self.relu(self.bn1(self.conv1(images))))
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        """[B, 3, H, W] -> [C3 [B, C, H/8, W/8], C4 [.., H/16, W/16], C5 [.., H/32, W/32]]."""
+        """[B, 3, H, W] -> [C2 [B, C, H/4, W/4], C3 [.., H/8, W/8], C4 [.., H/16, W/16],
+        C5 [.., H/32, W/32]]."""
         x = self.stage(0, self._stem, images)  # [B, 64, H/4, W/4]
         c2 = self.stage(1, self.layer1, x)  # [B, 64 * e, H/4, W/4]
         c3 = self.stage(2, self.layer2, c2)  # [B, 128 * e, H/8, W/8]
         c4 = self.stage(3, self.layer3, c3)  # [B, 256 * e, H/16, W/16]
         c5 = self.stage(4, self.layer4, c4)  # [B, 512 * e, H/32, W/32]
-        return [c3, c4, c5]
+        return [c2, c3, c4, c5]
