@@ -6,7 +6,6 @@ Every box here is absolute ``xyxy`` pixels unless the function name says otherwi
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import Tensor
 
 
@@ -17,8 +16,10 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise IoU of [N, 4] and [M, 4] xyxy boxes -> [N, M]."""
-    return torchvision.ops.box_iou(a, b)
+    """Pairwise IoU of [N, 4] and [M, 4] xyxy boxes -> [N, M] (``torchvision.ops.box_iou``)."""
+    from torchvision.ops import box_iou as iou  # on first use: its import costs a predictor ~1 s
+
+    return iou(a, b)
 
 
 def _intersection(a: Tensor, b: Tensor) -> Tensor:

@@ -2,7 +2,8 @@
 
 ``P`` is the number of (positive) anchors a loss is computed on, ``C`` the number of classes and
 ``K`` the number of keypoints. Keypoints follow COCO: ``(x, y, v)`` with ``v`` 0 not labelled,
-1 labelled but hidden, 2 visible.
+1 labelled but hidden, 2 visible. torchvision's losses are imported when first used: a predictor,
+which builds the heads but computes no loss, does not pay torchvision's import (`detect.kernels`).
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 COCO_PERSON_KEYPOINTS: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -43,6 +43,8 @@ def focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: floa
     Returns:
         Scalar: the sum over anchors and classes; the caller divides by the number of positives.
     """
+    from torchvision.ops import sigmoid_focal_loss
+
     return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="sum")
 
 
@@ -67,6 +69,8 @@ def giou_loss(pred: Tensor, target: Tensor) -> Tensor:
     Returns:
         [P] per-box loss, not reduced.
     """
+    from torchvision.ops import generalized_box_iou_loss
+
     return generalized_box_iou_loss(pred, target, reduction="none")
 
 

@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou, clip_boxes_to_image, nms
 
+from detect.boxes import box_iou, clip_boxes
+from detect.kernels import nms
 from detect.structures import Detections
 
 _PREFIX = 4  # the first NMS run of `nms_keep` takes this many times ``limit`` candidates
@@ -230,7 +231,7 @@ def _select(
     """NMS over one image's candidates ([M] scores, [M] labels, [M, 4] boxes): the detections
     (without fields) and the indices [N] of the kept candidates."""
     if image_size is not None:
-        cand_boxes = clip_boxes_to_image(cand_boxes, image_size)
+        cand_boxes = clip_boxes(cand_boxes, image_size)
     if soft_nms_sigma is None:
         keep = nms_keep(cand_boxes, cand_scores, cand_labels, nms_iou, class_agnostic,
                         max_detections)

@@ -1,5 +1,6 @@
 """Backbones: shapes and strides, weight loading (torchvision files, the EfficientNet-Lite0 package
-file checked against an independent forward of its own layout), error messages, freezing."""
+file checked against an independent forward of its own layout, our Lite0 against timm's), error
+messages, freezing."""
 from __future__ import annotations
 
 import math
@@ -8,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import timm
 import torchvision
-from timm.layers import FrozenBatchNormAct2d
 from torch import Tensor, nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from detect.models.backbone import build_backbone, efficientnet_lite0_weights_path
 from detect.models.backbones.efficientnet_lite0 import EfficientNetLite0Backbone
 from detect.models.backbones.freezing import freeze_stages
+from detect.models.backbones.layers import FrozenBatchNorm2d
 from detect.models.backbones.resnet import ResNetBackbone
 from detect.models.backbones.weights import load_backbone_weights
 
@@ -185,6 +186,31 @@ def _reference_lite0(sd: dict[str, Tensor], x: Tensor) -> list[Tensor]:
     return outs
 
 
+def test_lite0_is_timms_network() -> None:
+    """Our Lite0 has timm's ``tf_efficientnet_lite0`` module names and shapes and computes what
+    it computes, with random weights and statistics, in training (batch statistics) and in eval,
+    at a size whose strided convolutions pad asymmetrically."""
+    torch.manual_seed(5)
+    theirs = timm.create_model("tf_efficientnet_lite0", features_only=True,
+                               out_indices=(1, 2, 3, 4), pretrained=False)
+    for m in theirs.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    ours = EfficientNetLite0Backbone()
+    state = {k: v for k, v in theirs.state_dict().items() if k in ours.state_dict()}
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    ours.load_state_dict(state)
+    images = torch.randn(2, 3, 75, 61)
+    for train in (False, True):
+        ours.train(train), theirs.train(train)
+        with torch.no_grad():
+            for a, b in zip(ours(images), theirs(images), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def lite0_file() -> dict[str, Tensor]:
     return torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
@@ -233,7 +259,7 @@ def test_lite0_real_imagenet_weights_match_reference_forward(lite0_file: dict[st
 
 
 def _bn_like(module: nn.Module) -> list[nn.Module]:
-    kinds = (nn.BatchNorm2d, FrozenBatchNorm2d, FrozenBatchNormAct2d)
+    kinds = (nn.BatchNorm2d, FrozenBatchNorm2d)
     return [m for m in module.modules() if isinstance(m, kinds)]
 
 
@@ -281,3 +307,12 @@ def test_all_stages_frozen(name: str, stages: int) -> None:
     assert not any(type(m) is nn.BatchNorm2d or type(m).__name__ == "BatchNormAct2d" for m in backbone.modules())
     with pytest.raises(ValueError, match=f"frozen_stages={stages + 1} out of range 0..{stages}"):
         freeze_stages(backbone, stages + 1)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+def test_building_a_backbone_leaves_the_random_generator_as_it_was(name: str) -> None:
+    """The FPN and heads built after it start the same whichever backbone came first."""
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    build_backbone(name, freeze_bn=False)
+    assert torch.equal(torch.get_rng_state(), before)

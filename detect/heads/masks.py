@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
 from detect.distributed import loss_normalizers
+from detect.kernels import roi_align
 from detect.heads.base import InstanceHead, Selected, Tower
 from detect.structures import Matches, Target
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+import torch
+
 from detect.models.backbones.base import Backbone
-from detect.models.backbones.efficientnet_lite0 import EfficientNetLite0Backbone
 from detect.models.backbones.freezing import freeze_batchnorm, freeze_stages
-from detect.models.backbones.mobilenet_v3 import MobileNetV3Backbone
-from detect.models.backbones.resnet import ResNetBackbone
 from detect.models.backbones.weights import load_backbone_weights
 from detect.models.fold import fold_frozen_batchnorm
 
@@ -46,7 +45,10 @@ def build_backbone(
         fold_bn: fold every frozen BatchNorm into the convolution before it (see
             `detect.models.fold`): the same outputs and gradients, state-dict keys unchanged.
     """
-    backbone = _create_backbone(name)
+    with torch.random.fork_rng(devices=[]):
+        # its random initialisation leaves the generator as it found it: the layers built after
+        # it (FPN, heads) start the same whichever backbone, or implementation of it, came first
+        backbone = _create_backbone(name)
     if weights is not None:
         report = load_backbone_weights(backbone, weights)
         logger.info("%s", report.summary())
@@ -59,16 +61,20 @@ def build_backbone(
 
 
 def _create_backbone(name: str) -> Backbone:
+    # each imported when built: the ResNets and MobileNetV3 are torchvision's, whose import
+    # (about 1 s) predictions with the light model need not pay
     match name:
-        case "resnet18":
-            return ResNetBackbone(18)
-        case "resnet34":
-            return ResNetBackbone(34)
-        case "resnet50":
-            return ResNetBackbone(50)
+        case "resnet18" | "resnet34" | "resnet50":
+            from detect.models.backbones.resnet import ResNetBackbone
+
+            return ResNetBackbone(int(name.removeprefix("resnet")))  # type: ignore[arg-type]
         case "mobilenet_v3_large":
+            from detect.models.backbones.mobilenet_v3 import MobileNetV3Backbone
+
             return MobileNetV3Backbone()
         case "efficientnet_lite0":
+            from detect.models.backbones.efficientnet_lite0 import EfficientNetLite0Backbone
+
             return EfficientNetLite0Backbone()
         case _:
             raise ValueError(

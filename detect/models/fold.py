@@ -8,7 +8,7 @@ the shift being the convolution's bias. ``W`` stays the trainable parameter and 
 through ``W * scale``, so training is unchanged (to float rounding).
 
 State-dict keys do not change: the convolution keeps ``weight`` (it must have no bias) and the
-BatchNorm keeps its four buffers, it only stops applying them (its activation, e.g. timm's ReLU6,
+BatchNorm keeps its four buffers, it only stops applying them (its activation, e.g. Lite0's ReLU6,
 still runs). Checkpoints and weight files load into a folded model as they are, and a later
 ``load_state_dict`` is picked up because the scale is computed from the buffers on every call.
 """
@@ -16,44 +16,29 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Conv2dSame, FrozenBatchNormAct2d
-from timm.layers.padding import pad_same
 from torch import Tensor, nn
-from torchvision.ops import FrozenBatchNorm2d
 
-
-def frozen_scale_shift(bn: FrozenBatchNorm2d | FrozenBatchNormAct2d) -> tuple[Tensor, Tensor]:
-    """The affine map of a frozen BatchNorm: scale [C], shift [C]."""
-    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # [C]
-    return scale, bn.bias - bn.running_mean * scale
+from detect.models.backbones.layers import FrozenBatchNorm2d, SameConv2d, pad_same
 
 
 class FoldedBatchNorm2d(FrozenBatchNorm2d):
-    """torchvision's frozen BatchNorm whose affine map the preceding `FoldedConv2d` applies:
-    the identity, with the same buffers (and state-dict keys)."""
+    """A frozen BatchNorm whose affine map the preceding `FoldedConv2d` applies: only its
+    activation remains; the same buffers (and state-dict keys)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return x
-
-
-class FoldedBatchNormAct2d(FrozenBatchNormAct2d):
-    """timm's frozen BatchNorm + activation whose affine map the preceding `FoldedConv2d`
-    applies: only the (dropout and) activation remain; same buffers and state-dict keys."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.drop(x))
+        return self.act(x)
 
 
 class FoldedConv2d(nn.Conv2d):
     """A bias-free convolution followed by a frozen BatchNorm, computed as one convolution.
 
     Shares the ``weight`` Parameter of the convolution it replaces. ``same_padding`` reproduces
-    timm's `Conv2dSame` (TF "SAME" padding computed from the input size on every call).
+    `SameConv2d` (TF "SAME" padding computed from the input size on every call).
     The BatchNorm is held as a plain attribute, not a submodule: it stays where it was in the
     module tree (its buffers keep their keys) and only its activation runs there.
     """
 
-    def __init__(self, conv: nn.Conv2d, bn: FoldedBatchNorm2d | FoldedBatchNormAct2d) -> None:
+    def __init__(self, conv: nn.Conv2d, bn: FoldedBatchNorm2d) -> None:
         if conv.bias is not None or conv.padding_mode != "zeros":
             raise ValueError(f"cannot fold BatchNorm into {conv}: it has a bias or non-zero padding")
         if conv.out_channels != bn.weight.numel():
@@ -61,18 +46,18 @@ class FoldedConv2d(nn.Conv2d):
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                          conv.padding, conv.dilation, conv.groups, bias=False, device="meta")
         self.weight = conv.weight
-        self.same_padding = isinstance(conv, Conv2dSame)
+        self.same_padding = isinstance(conv, SameConv2d)
         self.__dict__["bn"] = bn  # not registered: the BatchNorm keeps its place in the tree
 
     def forward(self, x: Tensor) -> Tensor:
-        scale, shift = frozen_scale_shift(self.bn)
+        scale, shift = self.bn.scale_shift()
         weight = self.weight * scale.view(-1, 1, 1, 1)  # [O, I/g, kh, kw]
         padding = self.padding
         if self.same_padding and not torch.jit.is_tracing():
             weight, padding = same_as_symmetric(weight, tuple(x.shape[-2:]), self.stride,
                                                 self.dilation)
         if self.same_padding and (torch.jit.is_tracing() or padding is None):
-            # as timm pads: traced graphs (exports: a kernel of fixed shape) and dilated kernels
+            # as `SameConv2d` pads: traced graphs (exports: a kernel of fixed shape), dilated kernels
             x, padding = pad_same(x, self.kernel_size, self.stride, self.dilation), 0
         return F.conv2d(x, weight, shift, self.stride, padding, self.dilation, self.groups)
 
@@ -99,24 +84,18 @@ def same_as_symmetric(weight: Tensor, size: tuple[int, int], stride: tuple[int, 
     return weight, (pads[0], pads[1])
 
 
-def _folded_bn(bn: nn.Module) -> FoldedBatchNorm2d | FoldedBatchNormAct2d:
-    """A folded BatchNorm sharing ``bn``'s buffers (and, for timm's, its activation)."""
-    if isinstance(bn, FrozenBatchNormAct2d):
-        folded: FoldedBatchNorm2d | FoldedBatchNormAct2d = FoldedBatchNormAct2d(
-            bn.weight.numel(), eps=bn.eps)
-        folded.drop, folded.act = bn.drop, bn.act
-    elif isinstance(bn, FrozenBatchNorm2d):
-        folded = FoldedBatchNorm2d(bn.weight.numel(), eps=bn.eps)
-    else:
+def _folded_bn(bn: nn.Module) -> FoldedBatchNorm2d:
+    """A folded BatchNorm sharing ``bn``'s buffers and activation."""
+    if not isinstance(bn, FrozenBatchNorm2d):
         raise TypeError(f"only frozen BatchNorm can be folded, got {type(bn).__name__}")
+    folded = FoldedBatchNorm2d(bn.weight.numel(), bn.eps, bn.act)
     for name in ("weight", "bias", "running_mean", "running_var"):
         setattr(folded, name, getattr(bn, name))  # the same tensors: buffers, not copies
     return folded
 
 
 def _is_frozen_bn(m: nn.Module) -> bool:
-    folded = (FoldedBatchNorm2d, FoldedBatchNormAct2d)
-    return isinstance(m, (FrozenBatchNorm2d, FrozenBatchNormAct2d)) and not isinstance(m, folded)
+    return isinstance(m, FrozenBatchNorm2d) and not isinstance(m, FoldedBatchNorm2d)
 
 
 @torch.no_grad()
@@ -129,7 +108,7 @@ def fold_frozen_batchnorm(module: nn.Module, pairs: list[tuple[str, str]]) -> in
     count = 0
     for conv_name, bn_name in pairs:
         conv, bn = module.get_submodule(conv_name), module.get_submodule(bn_name)
-        if not _is_frozen_bn(bn) or type(conv) not in (nn.Conv2d, Conv2dSame):
+        if not _is_frozen_bn(bn) or type(conv) not in (nn.Conv2d, SameConv2d):
             continue
         folded_bn = _folded_bn(bn)
         _replace(module, bn_name, folded_bn)

@@ -6,13 +6,12 @@ import copy
 
 import pytest
 import torch
-from timm.layers import Conv2dSame, FrozenBatchNormAct2d
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from detect.models.backbone import build_backbone
-from detect.models.fold import FoldedBatchNorm2d, FoldedBatchNormAct2d, FoldedConv2d
+from detect.models.backbones.layers import FrozenBatchNorm2d, SameConv2d
+from detect.models.fold import FoldedBatchNorm2d, FoldedConv2d
 
 NAMES = ["resnet18", "mobilenet_v3_large", "efficientnet_lite0"]
 
@@ -21,7 +20,7 @@ def _randomise_frozen_bn(module: nn.Module) -> None:
     """Non-trivial statistics and affine, so that a wrong scale, shift or eps shows."""
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, (FrozenBatchNorm2d, FrozenBatchNormAct2d)):
+            if isinstance(m, FrozenBatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
                 m.running_mean.uniform_(-0.5, 0.5)
@@ -41,9 +40,9 @@ def _pair(name: str, frozen_stages: int = 0) -> tuple[nn.Module, nn.Module]:
 @pytest.mark.parametrize("name", NAMES)
 def test_every_frozen_batchnorm_is_folded_and_keys_are_unchanged(name: str) -> None:
     plain, folded = _pair(name)
-    num_bn = sum(isinstance(m, (FrozenBatchNorm2d, FrozenBatchNormAct2d)) for m in plain.modules())
+    num_bn = sum(isinstance(m, FrozenBatchNorm2d) for m in plain.modules())
     assert sum(isinstance(m, FoldedConv2d) for m in folded.modules()) == num_bn > 0
-    assert not any(type(m) in (FrozenBatchNorm2d, FrozenBatchNormAct2d) for m in folded.modules())
+    assert not any(type(m) is FrozenBatchNorm2d for m in folded.modules())
     assert list(folded.state_dict()) == list(plain.state_dict())
     assert [n for n, _ in folded.named_parameters()] == [n for n, _ in plain.named_parameters()]
 
@@ -75,8 +74,8 @@ def test_gradients_equal(name: str) -> None:
 def test_lite0_keeps_dynamic_same_padding_and_relu6() -> None:
     _, folded = _pair("efficientnet_lite0")
     same = [m for m in folded.modules() if isinstance(m, FoldedConv2d) and m.same_padding]
-    assert same and not any(isinstance(m, Conv2dSame) for m in folded.modules())
-    acts = {type(m.act) for m in folded.modules() if isinstance(m, FoldedBatchNormAct2d)}
+    assert same and not any(isinstance(m, SameConv2d) for m in folded.modules())
+    acts = {type(m.act) for m in folded.modules() if isinstance(m, FoldedBatchNorm2d)}
     assert acts == {nn.ReLU6, nn.Identity}
 
 

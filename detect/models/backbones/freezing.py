@@ -2,28 +2,15 @@
 from __future__ import annotations
 
 import torch
-from timm.layers import BatchNormAct2d, freeze_batch_norm_2d
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from detect.models.backbones.base import Backbone
+from detect.models.backbones.layers import frozen_copy
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
     """True if module/parameter ``name`` is inside one of ``prefixes`` ("" matches everything)."""
     return any(p == "" or name == p or name.startswith(p + ".") for p in prefixes)
-
-
-def _frozen_copy(bn: nn.BatchNorm2d) -> nn.Module:
-    """A frozen BatchNorm with ``bn``'s statistics, affine and eps (timm's keeps its activation)."""
-    if isinstance(bn, BatchNormAct2d):
-        return freeze_batch_norm_2d(bn)
-    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
-    frozen.weight.copy_(bn.weight.detach())
-    frozen.bias.copy_(bn.bias.detach())
-    frozen.running_mean.copy_(bn.running_mean)
-    frozen.running_var.copy_(bn.running_var)
-    return frozen
 
 
 @torch.no_grad()
@@ -35,7 +22,7 @@ def freeze_batchnorm(module: nn.Module, prefixes: tuple[str, ...] = ("",)) -> No
     ]
     for name, bn in targets:
         parent_name, _, child_name = name.rpartition(".")
-        setattr(module.get_submodule(parent_name), child_name, _frozen_copy(bn))
+        setattr(module.get_submodule(parent_name), child_name, frozen_copy(bn))
 
 
 def freeze_stages(backbone: Backbone, frozen_stages: int) -> None:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchvision
 from torch import Tensor
 
 from detect.models.backbones.base import Backbone
@@ -56,6 +55,8 @@ def read_state_dict(source: str) -> dict[str, Tensor]:
     if source.startswith(("http://", "https://")):
         obj: Any = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
     elif _WEIGHTS_ENUM_NAME.fullmatch(source) and not os.path.exists(source):
+        import torchvision
+
         obj = torchvision.models.get_weight(source).get_state_dict(progress=True)
     elif not os.path.isfile(source):
         raise FileNotFoundError(f"backbone weights file not found: {source}")
