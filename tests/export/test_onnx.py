@@ -252,3 +252,25 @@ def test_onnx_predict_video_matches_eager(eager, onnx_file, images, tmp_path):
     assert rc == 0
     lines = (tmp_path / "clip.jsonl").read_text().splitlines()
     assert [len(json.loads(x)["detections"]) for x in lines] == [len(p.scores) for p in ours]
+
+
+def test_onnxruntime_fuses_the_tf_same_padding_into_the_convolutions(tmp_path):
+    """The light (EfficientNet-Lite0) backbone's strided convolutions pad asymmetrically (TF
+    "SAME"): exported as Pad nodes that ONNX Runtime folds into the convolution after them (a Pad
+    left in the optimised graph made the light model's run 1.3x slower, docs/BENCHMARKS.md)."""
+    from detect.data.annotations import CategoryMap
+    from detect.models.build import build_model
+
+    def pads_before_convs(model: onnx.ModelProto) -> int:
+        feeds = {i: n.op_type for n in model.graph.node for i in n.input}
+        return sum(n.op_type == "Pad" and feeds.get(n.output[0]) == "Conv" for n in model.graph.node)
+
+    cfg = load_config("configs/light_lite0_coco.yaml", ["model.backbone.weights=null"])
+    det = Detector(build_model(cfg.model, 2), cfg, CategoryMap((1, 2), ("a", "b")))
+    export_onnx(det, tmp_path / "light.onnx", image_size=64)
+    assert pads_before_convs(onnx.load(str(tmp_path / "light.onnx"))) == 5  # stem, 4 blocks
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(tmp_path / "light.onnx"), options, providers=["CPUExecutionProvider"])
+    assert pads_before_convs(onnx.load(str(tmp_path / "optimised.onnx"))) == 0
