@@ -61,10 +61,13 @@ def test_tiny_model_fits_boxes_and_keypoints(tiny_overrides):
                                     torch.device("cpu"))
     assert metrics["bbox"]["AP50"] > 0.7, metrics["bbox"]
     assert metrics["keypoints"]["AP50"] > 0.5, metrics["keypoints"]
-    # the same detections with the training set's mean pose: the floor the head must clear
+    # the same detections with the training set's mean pose: the floor the head must clear (it
+    # scores 0.0-0.1 here). The margin over it, seeds 0-5 at 1 and 2 threads: 0.45-1.0 (the four
+    # images hold few persons, so AP moves in large steps); a head that learns only the mean
+    # pose stays near 0
     floor = add_mean_pose(metrics, ds.ann.gt, preds, mean_pose(ds.ann.gt),
                           kpt_sigmas=cfg.model.heads.keypoints.sigmas)
-    assert floor["keypoint_margin"]["AP"] > 0.5, (metrics["keypoints"], floor["keypoints_mean_pose"])
+    assert floor["keypoint_margin"]["AP"] > 0.3, (metrics["keypoints"], floor["keypoints_mean_pose"])
     # the same detections with each class's mean size at their centres: the boxes' floor
     box_floor = evaluate(ds.ann.gt, mean_size_at_centres(ds.ann.gt, preds), keypoints=False)["bbox"]
     assert metrics["bbox"]["AP"] - box_floor["AP"] > 0.3, (metrics["bbox"], box_floor)
