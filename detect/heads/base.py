@@ -99,9 +99,9 @@ def flatten_levels(maps: list[Tensor], per_anchor: int) -> Tensor:
     return torch.cat(out, dim=1)
 
 
-def predictor_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
-    """A head's 3x3 output convolution: weights N(0, 0.01), bias zero."""
-    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+def predictor_conv(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Conv2d:
+    """A head's output convolution (3x3 unless said): weights N(0, 0.01), bias zero."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
     nn.init.normal_(conv.weight, std=0.01)
     nn.init.zeros_(conv.bias)
     return conv
