@@ -92,8 +92,8 @@ class MaskHead(InstanceHead):
                  prototypes: Prototypes, num_prototypes: int, stride: int,
                  dice_weight: float = 1.0) -> None:
         super().__init__(in_channels, num_anchors, num_prototypes, tower)
-        # coefficients from a 1x1 predictor (as Ultralytics' Segment): the 3x3 one cost 3 % of a
-        # call with 20 masks and gave no better masks (docs/MASKS.md)
+        # coefficients from a 1x1 predictor (as Ultralytics' Segment) in place of the base's 3x3
+        # one, which cost 3 % of a call with 20 masks and gave worse masks (docs/MASKS.md)
         self.predictor = predictor_conv(in_channels, num_anchors * num_prototypes, 1)
         self.prototypes = prototypes
         self.stride = stride

@@ -23,12 +23,14 @@ from detect.api import Detector
 from detect.cli import export as export_cli
 from detect.cli import infer as infer_cli
 from detect.config import ConfigError, load_config
+from detect.data.annotations import CategoryMap
 from detect.data.transforms import PAD_VALUE, letterbox_image
 from detect.engine.checkpoint import save_checkpoint
 from detect.engine.trainer import Trainer
 from detect.export.onnx import export_onnx, read_meta
 from detect.export.runtime import ExportedDetector
 from detect.export.torchscript import export_torchscript
+from detect.models.build import build_model
 from detect.tensor_files import CheckpointError
 
 NUM_REAL = 4
@@ -258,9 +260,6 @@ def test_onnxruntime_fuses_the_tf_same_padding_into_the_convolutions(tmp_path):
     """The light (EfficientNet-Lite0) backbone's strided convolutions pad asymmetrically (TF
     "SAME"): exported as Pad nodes that ONNX Runtime folds into the convolution after them (a Pad
     left in the optimised graph made the light model's run 1.3x slower, docs/BENCHMARKS.md)."""
-    from detect.data.annotations import CategoryMap
-    from detect.models.build import build_model
-
     def pads_before_convs(model: onnx.ModelProto) -> int:
         feeds = {i: n.op_type for n in model.graph.node for i in n.input}
         return sum(n.op_type == "Pad" and feeds.get(n.output[0]) == "Conv" for n in model.graph.node)
